@@ -1,0 +1,41 @@
+"""`/healthz` says the process is alive; `/readyz` says its dependencies answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+
+def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], timeout: float = 2.0) -> APIRouter:
+    """``checks`` returns the named dependency probes (built lazily: they live on app state)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: every dependency answers")
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in checks().items():
+            try:
+                await asyncio.wait_for(check(), timeout)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready; say which and why
+                logger.warning("readiness check %s failed: %s", name, exc)
+                results[name] = f"failed: {type(exc).__name__}"
+        ready = all(value == "ok" for value in results.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": results},
+            status_code=200 if ready else 503,
+        )
+
+    return router

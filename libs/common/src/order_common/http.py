@@ -1,0 +1,69 @@
+"""HTTP plumbing every service uses: slash-agnostic routes, request ids, CORS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from order_common.logging import request_id_var
+from order_common.settings import ServiceSettings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class SlashAgnosticRouter(APIRouter):
+    """Serves every path both with and without its trailing slash, with no redirect.
+
+    The documented form (as declared) is in the OpenAPI schema; the twin is hidden from it."""
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().add_api_route(path, endpoint, **kwargs)
+        twin = path[:-1] if path.endswith("/") else path + "/"
+        if twin and twin != path:
+            twin_kwargs = dict(kwargs, include_in_schema=False)
+            twin_kwargs.pop("operation_id", None)
+            super().add_api_route(twin, endpoint, **twin_kwargs)
+
+
+class RequestIdMiddleware:
+    """Keeps the gateway's X-Request-ID (or makes one), puts it in the logs and the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 128 else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        expose_headers=["Link", "Retry-After", REQUEST_ID_HEADER],
+    )
+    app.add_middleware(RequestIdMiddleware)

@@ -1,0 +1,122 @@
+"""JWT verification against the auth service's JWKS.
+
+Keys are cached; an unknown ``kid`` triggers one refresh (throttled, so a flood of forged kids
+cannot hammer auth). The algorithm is pinned to RS256 and ``iss``, ``aud``, ``exp`` are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from order_common.errors import DomainError, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+REQUIRED_CLAIMS = ["sub", "iss", "aud", "iat", "exp", "jti"]
+
+
+class KeysUnavailable(DomainError):
+    status_code = 503
+    headers = {"Retry-After": "5"}
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    jti: str
+    expires_at: int
+    raw: dict[str, Any]
+
+
+class JwksVerifier:
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        http: httpx.AsyncClient,
+        min_refresh_interval: float = 10.0,
+        leeway: float = 5.0,
+    ) -> None:
+        self._jwks_url = jwks_url
+        self._issuer = issuer
+        self._audience = audience
+        self._http = http
+        self._min_refresh_interval = min_refresh_interval
+        self._leeway = leeway
+        self._keys: dict[str, Any] = {}
+        self._last_refresh = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        response = await self._http.get(self._jwks_url)
+        response.raise_for_status()
+        keys: dict[str, Any] = {}
+        for jwk in response.json().get("keys", []):
+            if jwk.get("kty") != "RSA" or "kid" not in jwk:
+                continue
+            if jwk.get("alg", ALGORITHM) != ALGORITHM or jwk.get("use", "sig") != "sig":
+                continue
+            keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm=ALGORITHM).key
+        self._keys = keys
+        self._last_refresh = time.monotonic()
+        logger.info("JWKS refreshed", extra={"kids": sorted(keys)})
+
+    async def _key_for(self, kid: str) -> Any:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        async with self._lock:
+            key = self._keys.get(kid)
+            if key is None and time.monotonic() - self._last_refresh >= self._min_refresh_interval:
+                try:
+                    await self.refresh()
+                except (httpx.HTTPError, ValueError) as exc:
+                    logger.warning("JWKS fetch failed: %s", exc)
+                    if not self._keys:
+                        raise KeysUnavailable("token keys are unavailable, retry shortly") from exc
+                key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("invalid token: unknown signing key")
+        return key
+
+    async def verify(self, token: str) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("invalid token: malformed") from exc
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized(f"invalid token: algorithm must be {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("invalid token: no key id")
+        key = await self._key_for(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("invalid token: expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        try:
+            user_id = int(claims["sub"])
+        except (TypeError, ValueError) as exc:
+            raise Unauthorized("invalid token: subject is not a user id") from exc
+        return TokenClaims(
+            user_id=user_id, jti=str(claims["jti"]), expires_at=int(claims["exp"]), raw=claims
+        )

@@ -1,0 +1,30 @@
+"""Money is ``Decimal`` with two places end to end; it is never a float."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, PlainSerializer
+
+CENT = Decimal("0.01")
+# NUMERIC(10, 2): eight digits before the point.
+MAX_AMOUNT = Decimal("99999999.99")
+
+
+def _two_places(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2 and value != value.quantize(CENT):
+        raise ValueError("must have at most 2 decimal places")
+    return value.quantize(CENT)
+
+
+# Serialised as a JSON string ("451.00") so that clients in any language read it back exactly.
+Money = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_AMOUNT, examples=["451.00"]),
+    AfterValidator(_two_places),
+    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+]
