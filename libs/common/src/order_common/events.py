@@ -70,23 +70,39 @@ class Envelope(BaseModel, Generic[PayloadT]):
     data: PayloadT
 
 
+class _RawEnvelope(BaseModel):
+    """The envelope with its payload not yet typed: the first step of parsing a message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: uuid.UUID
+    event_type: EventType
+    occurred_at: datetime
+    version: int
+    data: dict[str, Any]
+
+
 def envelope(event_type: EventType, data: BaseModel) -> Envelope[Any]:
     expected = PAYLOADS[event_type]
     if not isinstance(data, expected):
         raise TypeError(f"{event_type} carries {expected.__name__}, not {type(data).__name__}")
-    return Envelope[type(data)](event_type=event_type, data=data)  # type: ignore[misc]
+    return _envelope_of(expected)(event_type=event_type, data=data)
 
 
 def parse_envelope(raw: bytes | str) -> Envelope[Any]:
     """Validate a message body: the envelope first, then the payload its type names."""
-    generic = Envelope[dict[str, Any]].model_validate_json(raw)  # type: ignore[type-var]
-    payload_type = PAYLOADS[generic.event_type]
-    return Envelope[payload_type].model_validate(generic.model_dump())  # type: ignore[valid-type]
+    generic = _RawEnvelope.model_validate_json(raw)
+    return _envelope_of(PAYLOADS[generic.event_type]).model_validate(generic.model_dump())
+
+
+def _envelope_of(payload: type[BaseModel]) -> type[Envelope[Any]]:
+    payload_type: Any = payload
+    return Envelope[payload_type]
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of each event's envelope, keyed by event type."""
     return {
-        event_type.value: Envelope[payload].model_json_schema()  # type: ignore[valid-type]
+        event_type.value: _envelope_of(payload).model_json_schema()
         for event_type, payload in PAYLOADS.items()
     }

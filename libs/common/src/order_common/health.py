@@ -9,20 +9,46 @@ from collections.abc import Awaitable, Callable, Mapping
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from order_common.http import SlashAgnosticRouter
+
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 
+HEALTH_TAG = {
+    "name": "health",
+    "description": "Probes for the orchestrator, answered by each replica on its own port. The "
+    "gateway does not route them (its own `/healthz` says only that the gateway is up).",
+}
 
-def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], timeout: float = 2.0) -> APIRouter:
+
+def health_router(
+    checks: Callable[[], Mapping[str, ReadinessCheck]], timeout: float = 2.0
+) -> APIRouter:
     """``checks`` returns the named dependency probes (built lazily: they live on app state)."""
-    router = APIRouter(tags=["health"])
+    router = SlashAgnosticRouter(tags=["health"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: every dependency answers")
+    @router.get(
+        "/readyz",
+        summary="Readiness: every dependency answers",
+        responses={
+            503: {
+                "description": "A dependency does not answer; `checks` says which and why.",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "unavailable",
+                            "checks": {"database": "ok", "redis": "failed: TimeoutError"},
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         for name, check in checks().items():

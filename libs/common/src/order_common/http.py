@@ -24,7 +24,8 @@ class SlashAgnosticRouter(APIRouter):
     def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().add_api_route(path, endpoint, **kwargs)
         twin = path[:-1] if path.endswith("/") else path + "/"
-        if twin and twin != path:
+        # The twin of "/" is "", which is a real path ("/orders") when the router has a prefix.
+        if twin != path and (twin or self.prefix):
             twin_kwargs = dict(kwargs, include_in_schema=False)
             twin_kwargs.pop("operation_id", None)
             super().add_api_route(twin, endpoint, **twin_kwargs)

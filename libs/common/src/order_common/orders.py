@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,24 +60,26 @@ class OrderItem(BaseModel):
     price: Money
 
 
+# The README's order: the example every document shows.
+ORDER_CREATE_EXAMPLE: dict[str, Any] = {
+    "items": [
+        {"name": "Laptop", "quantity": 1, "price": "400.00"},
+        {"name": "Mouse", "quantity": 2, "price": "25.50"},
+    ],
+    "total_price": "451.00",
+}
+
+
 class OrderCreate(BaseModel):
     model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        {"name": "Laptop", "quantity": 1, "price": "400.00"},
-                        {"name": "Mouse", "quantity": 2, "price": "25.50"},
-                    ],
-                    "total_price": "451.00",
-                }
-            ]
-        },
+        extra="forbid", json_schema_extra={"examples": [ORDER_CREATE_EXAMPLE]}
     )
 
     items: list[OrderItem] = Field(min_length=1, max_length=MAX_ITEMS)
-    total_price: Money
+    total_price: Money = Field(
+        description="Exactly the sum of quantity x price of the items, as a decimal string "
+        'with at most two places ("451.00"); anything else is 422.'
+    )
 
     @model_validator(mode="after")
     def _total_matches_items(self) -> OrderCreate:
@@ -92,19 +95,35 @@ class OrderCreate(BaseModel):
 
 
 class OrderStatusUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"status": "PAID"}]})
 
     status: OrderStatus = Field(description="PENDING → PAID → SHIPPED; PENDING or PAID → CANCELED")
 
 
+# The README's order as the API answers it.
+ORDER_EXAMPLE: dict[str, Any] = {
+    "id": "0b7e4c1e-5f2a-4c8e-9d3b-2a6f1e8c7d40",
+    "user_id": 1,
+    **ORDER_CREATE_EXAMPLE,
+    "status": "PENDING",
+    "created_at": "2025-01-31T09:30:00.123456Z",
+    "updated_at": "2025-01-31T09:30:00.123456Z",
+    "processed_at": None,
+}
+
+
 class OrderRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [ORDER_EXAMPLE]})
 
     id: uuid.UUID
-    user_id: int
+    user_id: int = Field(description="The owner: the `sub` of the token that placed the order.")
     items: list[OrderItem]
     total_price: Money
     status: OrderStatus
     created_at: datetime
-    updated_at: datetime
-    processed_at: datetime | None = None
+    updated_at: datetime = Field(description="The last status change (or the creation).")
+    processed_at: datetime | None = Field(
+        default=None,
+        description="When background processing finished (the worker's `order_processed` "
+        "event); null until then.",
+    )

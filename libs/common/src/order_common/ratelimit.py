@@ -59,3 +59,11 @@ class RateLimiter:
 
     async def reset(self) -> None:
         await self._storage.reset()
+
+    async def aclose(self) -> None:
+        """Close the storage's Redis connection pool, for the lifespan's shutdown. ``limits``
+        has no public close; its bridge holds the redis-py client."""
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()

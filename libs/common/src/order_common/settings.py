@@ -3,11 +3,10 @@ and builds it in ``create_app()`` (never at import time), so tests can build the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 Environment = Literal["development", "test", "production"]
 

@@ -1,0 +1,60 @@
+# Order platform — developer commands. `make run` and `make test` do their own set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+DEV_KEY := .dev/jwt-private.pem
+
+# Further targets (deployment, benchmarks, ...) live in mk/*.mk, one file per concern.
+-include mk/*.mk
+
+.PHONY: help env uv install services nginx dev-key migrate run test test-unit lint format typecheck
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+env: ## Create .env from .env.example (kept if it exists)
+	@if [ -f .env ]; then echo ".env exists; leaving it"; else cp .env.example .env && echo "created .env"; fi
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || { echo "bootstrapping uv with pip"; python3 -m pip install --quiet uv; }
+
+install: uv ## Create the virtual env and install the workspace from uv.lock
+	@$(UV) sync --frozen --quiet
+
+services: ## Check PostgreSQL, Redis and RabbitMQ answer (say how to start the missing one)
+	@bash scripts/check_services.sh
+
+nginx:
+	@bash scripts/ensure_nginx.sh
+
+dev-key: install ## Create the development JWT signing key (outside git) if absent
+	@$(BIN)/auth-service generate-dev-key $(DEV_KEY)
+
+migrate: install services ## Create the databases and run the migrations
+	@$(BIN)/auth-service migrate
+	@$(BIN)/orders-service migrate
+
+run: install services nginx dev-key migrate ## Run the whole stack; gateway on http://localhost:8000
+	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (Ctrl-C stops everything)"
+	@$(BIN)/honcho start -f Procfile
+
+test: install services nginx ## Unit, integration and end-to-end tests against the real services
+	@$(BIN)/pytest
+
+test-unit: install ## The tests that need no data service
+	@$(BIN)/pytest libs/common/tests
+
+lint: install ## ruff (lint + format check) and mypy
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+format: install ## Apply ruff's formatting and autofixes
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+docs-config: install ## Regenerate the README configuration table from the Settings classes
+	@$(BIN)/python scripts/config_table.py --write

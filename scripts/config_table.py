@@ -1,0 +1,95 @@
+"""Print (or check) the README configuration table, generated from each service's Settings class,
+so the documentation cannot drift from the code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+START, END = "<!-- config:start -->", "<!-- config:end -->"
+
+SERVICES = [
+    ("auth", "auth_service.settings"),
+    ("orders", "orders_service.settings"),
+    ("event-consumer", "event_consumer.settings"),
+    ("worker", "order_worker.settings"),
+]
+
+# Inherited from order_common.settings.ServiceSettings; described once here.
+COMMON = {
+    "service_name": "name in logs and metrics",
+    "environment": "`development`, `test` or `production` (production refuses placeholder secrets)",
+    "log_level": "log level of the JSON logs",
+    "database_url": "SQLAlchemy URL of this service's own database",
+    "db_pool_size": "connections kept in the pool (one pool per process)",
+    "db_max_overflow": "extra connections the pool may open under load",
+    "redis_url": "Redis URL (cache, rate limits)",
+    "redis_key_prefix": "prefix of every Redis key this service writes",
+    "redis_timeout_seconds": "Redis socket timeout; a dead Redis degrades, never stalls, requests",
+    "cors_allow_origins": "comma-separated origins allowed by CORS (never `*` with credentials)",
+    "cors_allow_credentials": "whether CORS allows credentials",
+    "rate_limit_enabled": "turn rate limiting off (tests, benchmarks)",
+    "jwt_issuer": "`iss` of the tokens",
+    "jwt_audience": "`aud` of the tokens",
+}
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value: Any = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if hasattr(value, "get_secret_value"):
+        value = "(secret)"
+    return "" if value is None else f"`{value}`"
+
+
+def rows() -> list[str]:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for _, module_name in SERVICES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        settings: type[BaseSettings] = module.Settings
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        for name, field in settings.model_fields.items():
+            meaning = field.description or COMMON.get(name, "")
+            if not meaning:
+                raise SystemExit(f"{module_name}.Settings.{name} has no description")
+            lines.append(f"| `{(prefix + name).upper()}` | {_default(field)} | {meaning} |")
+    return lines
+
+
+def render() -> str:
+    return "\n".join([START, *rows(), END])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite the table in README.md")
+    args = parser.parse_args()
+    text = README.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit("README.md has no configuration table markers")
+    updated = pattern.sub(lambda _: render(), text)
+    if args.write:
+        README.write_text(updated)
+    elif updated != text:
+        sys.exit("README.md configuration table is stale: run `make docs-config`")
+
+
+if __name__ == "__main__":
+    main()

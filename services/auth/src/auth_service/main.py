@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from auth_service.deps import RateLimits
+from auth_service.keys import TokenIssuer, load_signing_key
+from auth_service.router import TAGS, router
+from auth_service.security import PasswordHasher
+from auth_service.settings import Settings
+from order_common.cache import build_redis
+from order_common.db import build_engine, build_session_factory
+from order_common.errors import install_error_handlers
+from order_common.health import HEALTH_TAG, ReadinessCheck, health_router
+from order_common.http import install_middleware
+from order_common.logging import configure_logging
+from order_common.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    # First, so a missing or bad key stops startup before anything else is opened.
+    signing_key = await anyio.to_thread.run_sync(load_signing_key, settings.jwt_private_key_path)
+
+    async with AsyncExitStack() as stack:
+        engine = build_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+        stack.push_async_callback(engine.dispose)
+        redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+        stack.push_async_callback(redis.aclose)
+        rate_limiter = RateLimiter(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            timeout=settings.redis_timeout_seconds,
+            enabled=settings.rate_limit_enabled,
+        )
+        stack.push_async_callback(rate_limiter.aclose)
+
+        hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+            concurrency=settings.password_hash_concurrency,
+        )
+        await hasher.prepare()
+
+        app.state.engine = engine
+        app.state.session_factory = build_session_factory(engine)
+        app.state.redis = redis
+        app.state.rate_limiter = rate_limiter
+        app.state.password_hasher = hasher
+        app.state.token_issuer = TokenIssuer(
+            signing_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        logger.info("auth service started", extra={"kid": signing_key.kid})
+        yield
+
+
+def _readiness_checks(app: FastAPI) -> Mapping[str, ReadinessCheck]:
+    async def database() -> None:
+        async with app.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await app.state.redis.ping()
+
+    return {"database": database, "redis": redis}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.service_name, settings.log_level)
+
+    app = FastAPI(
+        title="Order Platform — auth",
+        summary="Registers users and signs their access tokens (RS256 JWT, keys as a JWKS).",
+        description="Behind the gateway this is `/register/`, `/token/` and "
+        "`/.well-known/jwks.json`; the gateway's `/docs` shows it together with the orders API.",
+        version="0.1.0",
+        openapi_tags=[*TAGS, HEALTH_TAG],
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.rate_limits = RateLimits.from_settings(settings)
+
+    install_error_handlers(app)
+    install_middleware(app, settings)
+    app.include_router(health_router(lambda: _readiness_checks(app)))
+    app.include_router(router)
+    return app

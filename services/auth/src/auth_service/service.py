@@ -1,0 +1,69 @@
+"""Use cases of the auth service. Plain arguments in, domain errors out; no web framework."""
+
+from __future__ import annotations
+
+import logging
+
+from auth_service.errors import EmailAlreadyRegistered, InvalidCredentials
+from auth_service.keys import IssuedToken, TokenIssuer
+from auth_service.models import EMAIL_MAX_LENGTH, User
+from auth_service.repository import AuthUnitOfWork, EmailTaken
+from auth_service.security import PasswordHasher
+
+logger = logging.getLogger(__name__)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def register(
+    uow: AuthUnitOfWork, hasher: PasswordHasher, *, email: str, password: str
+) -> User:
+    email = normalize_email(email)
+    # The pre-check spares an argon2 hash for the common duplicate; the unique constraint
+    # still decides when two registrations race.
+    async with uow:
+        if await uow.users.get_by_email(email) is not None:
+            raise EmailAlreadyRegistered()
+    # Hash outside the transaction: no pooled connection is held during the slow part.
+    password_hash = await hasher.hash(password)
+    async with uow:
+        try:
+            user = await uow.users.add(email, password_hash)
+        except EmailTaken as exc:
+            raise EmailAlreadyRegistered() from exc
+        await uow.commit()
+    logger.info("user registered", extra={"user_id": user.id})
+    return user
+
+
+async def issue_token(
+    uow: AuthUnitOfWork,
+    hasher: PasswordHasher,
+    issuer: TokenIssuer,
+    *,
+    username: str,
+    password: str,
+) -> IssuedToken:
+    email = normalize_email(username)
+    user_id: int | None = None
+    stored_hash: str | None = None
+    if len(email) <= EMAIL_MAX_LENGTH:
+        async with uow:
+            user = await uow.users.get_by_email(email)
+            if user is not None:
+                # Read inside the block: leaving it rolls back, which expires loaded objects.
+                user_id, stored_hash = user.id, user.password_hash
+    # An unknown user is verified against a dummy hash: both failures cost the same.
+    valid, new_hash = await hasher.verify(password, stored_hash)
+    if user_id is None or not valid:
+        raise InvalidCredentials()
+    if new_hash is not None:
+        async with uow:
+            await uow.users.set_password_hash(user_id, new_hash)
+            await uow.commit()
+        logger.info("password hash upgraded", extra={"user_id": user_id})
+    token = await issuer.issue(str(user_id))
+    logger.info("token issued", extra={"user_id": user_id})
+    return token

@@ -1,0 +1,42 @@
+"""The consumer process: its resources are built here and closed on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_producer
+from event_consumer.settings import Settings
+from order_common.bus import Subscriber, connect
+from order_common.cache import build_redis
+from order_common.events import EventType
+
+logger = logging.getLogger(__name__)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Consume `new_order` until ``stop`` is set; then finish the messages in hand and close."""
+    redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+    celery = create_celery_producer(settings)
+    connection = await connect(settings.amqp_url, name=settings.service_name)
+    try:
+        subscriber = Subscriber(
+            connection,
+            settings.bus_topology(),
+            SUBSCRIBER,
+            EventType.NEW_ORDER,
+            NewOrderHandler(settings, redis, celery),
+            retry=settings.bus_retry_policy(),
+            prefetch=settings.prefetch,
+            delivery_limit=settings.bus_delivery_limit,
+        )
+        await subscriber.start()
+        logger.info("event consumer started")
+        await stop.wait()
+        logger.info("stopping: finishing the messages in hand")
+        await subscriber.stop(settings.shutdown_grace_seconds)
+    finally:
+        await connection.close()
+        await redis.aclose()
+        await asyncio.to_thread(celery.close)
+        logger.info("event consumer stopped")

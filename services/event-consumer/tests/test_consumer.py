@@ -1,0 +1,88 @@
+"""The consumer against real RabbitMQ and Redis; the Celery queue is read back from Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from event_consumer.consumer import SUBSCRIBER
+from event_consumer.main import run
+from event_consumer.settings import Settings
+from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
+from order_common.dlq import count_messages, peek
+from order_common.tasks import PROCESS_ORDER_TASK
+
+from .helpers import celery_tasks, eventually, new_order_event
+
+
+@pytest.fixture
+async def consumer(settings: Settings, caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """The consumer running in this event loop until the test ends."""
+    caplog.set_level(logging.INFO)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run(settings, stop))
+    await eventually(lambda: received(caplog, "event consumer started") == 1 or running.done())
+    if running.done():
+        running.result()  # raise its start-up error
+    yield
+    stop.set()
+    await asyncio.wait_for(running, 30)
+
+
+def received(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.usefixtures("consumer")
+async def test_duplicate_deliveries_of_an_event_send_exactly_one_task(
+    settings: Settings, amqp: AbstractRobustConnection, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    event = new_order_event()
+
+    # Five copies at once (the outbox relay retried, RabbitMQ redelivered), one much later.
+    await asyncio.gather(*(publish_envelope(exchange, event) for _ in range(5)))
+    await eventually(lambda: received(caplog, "duplicate new_order skipped") == 4)
+    await publish_envelope(exchange, event)
+    await eventually(lambda: received(caplog, "duplicate new_order skipped") == 5)
+    await channel.close()
+
+    assert await celery_tasks(settings) == [
+        {
+            "task": PROCESS_ORDER_TASK,
+            "kwargs": {"order_id": str(event.data.order_id), "event_id": str(event.event_id)},
+        }
+    ]
+    assert received(caplog, f"new_order received order_id={event.data.order_id}") >= 6
+
+
+@pytest.mark.usefixtures("consumer")
+async def test_a_malformed_message_is_dead_lettered_and_the_consumer_keeps_going(
+    settings: Settings, amqp: AbstractRobustConnection
+) -> None:
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    await exchange.publish(
+        aio_pika.Message(b'{"event_type": "new_order", "data": {}}'), routing_key="new_order"
+    )
+    event = new_order_event()
+    await publish_envelope(exchange, event)
+
+    async def one_task() -> bool:
+        return len(await celery_tasks(settings)) == 1
+
+    await eventually(one_task)
+    dlq = dead_letter_queue_name(settings.bus_topology().queue_name(SUBSCRIBER, "new_order"))
+    [letter] = await peek(amqp, dlq)
+    assert letter.reason == "poison"
+    assert letter.original_routing_key == "new_order"
+    [task] = await celery_tasks(settings)
+    assert task["kwargs"]["order_id"] == str(event.data.order_id)
+    assert await count_messages(channel, dlq) == 1
+    await channel.close()

@@ -1,0 +1,72 @@
+"""``orders-service serve`` runs the API; ``orders-service relay`` the outbox relay and the
+``order_processed`` consumer; ``orders-service migrate`` creates and migrates the database. All
+read the same ORDERS_* environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import uvicorn
+
+from order_common.logging import configure_logging
+from order_common.migrations import upgrade
+from orders_service import relay
+from orders_service.main import create_app
+from orders_service.settings import Settings
+
+MIGRATIONS = "orders_service:migrations"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="orders-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8002)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies trusted for X-Forwarded-* (default: $FORWARDED_ALLOW_IPS or 127.0.0.1)",
+    )
+
+    commands.add_parser(
+        "relay",
+        help="publish the outbox to RabbitMQ and apply order_processed (several may run)",
+    )
+
+    migrate = commands.add_parser("migrate", help="create the database if needed and migrate it")
+    migrate.add_argument("--revision", default="head")
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    if args.command == "migrate":
+        upgrade(MIGRATIONS, settings.database_url, args.revision)
+        return
+    if args.command == "relay":
+        asyncio.run(_run_relay(settings))
+        return
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        log_config=None,
+        server_header=False,
+    )
+
+
+async def _run_relay(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await relay.run(settings, stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""``order_processed`` from the bus, applied through the same use case layer the routes use.
+
+The relay process runs it (``orders_service.relay``); ``order_common.bus.Subscriber`` gives it
+the retries with back-off and the dead-letter queue."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from order_common.bus import Delivery, RejectMessage
+from order_common.errors import NotFound
+from order_common.events import OrderProcessed
+from orders_service import service
+from orders_service.cache import OrderCache
+from orders_service.uow import OrdersUnitOfWork
+
+logger = logging.getLogger(__name__)
+
+# The orders service's queues are `{prefix}.orders.{event_type}`.
+SUBSCRIBER = "orders"
+
+
+class OrderProcessedHandler:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], cache: OrderCache
+    ) -> None:
+        self._session_factory = session_factory
+        self._cache = cache
+
+    async def __call__(self, delivery: Delivery) -> None:
+        event = delivery.envelope.data
+        assert isinstance(event, OrderProcessed)  # the subscriber validated the event type
+        extra = {"order_id": str(event.order_id), "event_id": str(delivery.envelope.event_id)}
+        try:
+            outcome = await service.mark_processed(
+                OrdersUnitOfWork(self._session_factory),
+                self._cache,
+                order_id=event.order_id,
+                processed_at=event.processed_at,
+            )
+        except NotFound as exc:
+            # Orders are never deleted and `new_order` leaves only after the order committed:
+            # an unknown id is a bad event, which no retry can fix.
+            raise RejectMessage(f"no order {event.order_id}") from exc
+        if outcome.changed:
+            logger.info("order_processed applied order_id=%s", event.order_id, extra=extra)
+        else:
+            logger.info(
+                "order_processed duplicate ignored order_id=%s", event.order_id, extra=extra
+            )

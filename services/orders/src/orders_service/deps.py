@@ -1,0 +1,105 @@
+"""Request dependencies, as ``Annotated`` aliases. Resources come from app state (built in the
+lifespan); FastAPI caches each dependency per request, so the token is verified once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from order_common.errors import Unauthorized
+from order_common.jwt import JwksVerifier, TokenClaims
+from order_common.ratelimit import RateLimiter
+from orders_service.cache import OrderCache
+from orders_service.schemas import Cursor
+from orders_service.settings import Settings
+from orders_service.uow import OrdersUnitOfWork
+
+# auto_error=False: a missing or non-Bearer header becomes our 401 with WWW-Authenticate.
+_bearer = HTTPBearer(auto_error=False, description="An access token from the auth service.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_uow(request: Request) -> OrdersUnitOfWork:
+    return OrdersUnitOfWork(request.app.state.session_factory)
+
+
+UoW = Annotated[OrdersUnitOfWork, Depends(get_uow)]
+
+
+def get_cache(request: Request) -> OrderCache:
+    cache: OrderCache = request.app.state.cache
+    return cache
+
+
+Cache = Annotated[OrderCache, Depends(get_cache)]
+
+
+async def get_current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenClaims:
+    if credentials is None:
+        raise Unauthorized("not authenticated: send Authorization: Bearer <token>")
+    verifier: JwksVerifier = request.app.state.verifier
+    return await verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]
+
+
+async def enforce_rate_limit(request: Request, user: CurrentUser) -> None:
+    """Per user, shared by every replica through Redis; 429 with Retry-After when spent."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.hit(request.app.state.orders_rate_limit, "orders", str(user.user_id))
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    cursor: Cursor | None
+
+
+def _invalid_query(name: str, message: str, value: object, error_type: str) -> Exception:
+    # The same 422 shape FastAPI gives for its own query validation.
+    return RequestValidationError(
+        [{"type": error_type, "loc": ("query", name), "msg": message, "input": value}]
+    )
+
+
+def get_page_params(
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, description="Orders per page.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="The cursor from the Link of a page.")
+    ] = None,
+) -> PageParams:
+    if limit is None:
+        limit = settings.list_default_limit
+    elif limit > settings.list_max_limit:
+        raise _invalid_query(
+            "limit",
+            f"Input should be less than or equal to {settings.list_max_limit}",
+            limit,
+            "less_than_equal",
+        )
+    decoded = None
+    if cursor is not None:
+        try:
+            decoded = Cursor.decode(cursor)
+        except ValueError as exc:
+            raise _invalid_query("cursor", str(exc), cursor, "value_error") from exc
+    return PageParams(limit=limit, cursor=decoded)
+
+
+Page = Annotated[PageParams, Depends(get_page_params)]

@@ -1,0 +1,107 @@
+"""The orders application: ``create_app()`` wires settings, routes and the lifespan that owns
+every connection pool of the process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from order_common.cache import build_redis
+from order_common.db import build_engine, build_session_factory
+from order_common.errors import install_error_handlers
+from order_common.health import HEALTH_TAG, ReadinessCheck, health_router
+from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.jwt import JwksVerifier
+from order_common.ratelimit import RateLimiter, parse_limit
+from orders_service.cache import OrderCache
+from orders_service.router import TAGS as ORDERS_TAGS
+from orders_service.router import router as orders_router
+from orders_service.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None, *, http_client: httpx.AsyncClient | None = None
+) -> FastAPI:
+    """``http_client`` fetches the JWKS; tests pass one whose transport serves their keys."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = build_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+        redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+        http = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
+        app.state.engine = engine
+        app.state.session_factory = build_session_factory(engine)
+        app.state.redis = redis
+        app.state.cache = OrderCache(
+            redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
+        )
+        app.state.verifier = JwksVerifier(
+            settings.jwks_url,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            http=http,
+        )
+        app.state.rate_limiter = limiter = RateLimiter(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            timeout=settings.redis_timeout_seconds,
+            enabled=settings.rate_limit_enabled,
+        )
+        app.state.orders_rate_limit = parse_limit(settings.rate_limit_orders)
+        try:
+            yield
+        finally:
+            if http_client is None:
+                await http.aclose()
+            await limiter.aclose()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Order Platform — orders",
+        summary="Places orders and moves them through their status machine.",
+        description="Behind the gateway this is `/orders/…`; the gateway's `/docs` shows it "
+        "together with the auth API, whose `POST /token/` gives the bearer token.",
+        version="0.1.0",
+        openapi_tags=[*ORDERS_TAGS, HEALTH_TAG],
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    async def database_ready() -> None:
+        async with app.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def redis_ready() -> None:
+        await app.state.redis.ping()
+
+    def readiness_checks() -> Mapping[str, ReadinessCheck]:
+        return {"database": database_ready, "redis": redis_ready}
+
+    install_error_handlers(app)
+    install_middleware(app, settings)
+    app.include_router(health_router(readiness_checks))
+    app.include_router(_metrics_router())
+    app.include_router(orders_router)
+    return app
+
+
+def _metrics_router() -> SlashAgnosticRouter:
+    router = SlashAgnosticRouter(tags=["health"])
+
+    @router.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,1 @@
+"""The orders database's Alembic history. Run it with ``orders-service migrate``."""

@@ -1,0 +1,109 @@
+"""ORM tables of the orders database. They never leave the service: the API speaks
+``order_common.orders`` schemas and the bus speaks ``order_common.events`` envelopes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from order_common.db import naming_metadata
+from order_common.orders import OrderStatus
+
+
+class Base(DeclarativeBase):
+    metadata = naming_metadata()
+    # Every *_at column is timezone-aware.
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # The JWT subject. No foreign key: users live in the auth service's database.
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    # Items as their JSON form (prices as "400.00" strings, so they stay exact).
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    total_price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    status: Mapped[OrderStatus] = mapped_column(
+        Enum(
+            OrderStatus,
+            name="status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda enum: [member.value for member in enum],
+        ),
+        server_default=OrderStatus.PENDING.value,
+    )
+    # Bumped by the ORM on every UPDATE. The cache compares it so that a slow writer cannot
+    # replace a newer cache entry with an older one.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    processed_at: Mapped[datetime | None] = mapped_column()
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        CheckConstraint("total_price >= 0", name="total_price_not_negative"),
+        CheckConstraint("jsonb_typeof(items) = 'array'", name="items_is_array"),
+        # Serves the owner's list, newest first, with keyset pagination on (created_at, id).
+        Index("ix_orders_user_id_created_at_id", "user_id", "created_at", "id"),
+    )
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it announces.
+
+    The relay claims unpublished rows oldest first with ``FOR UPDATE SKIP LOCKED`` (so several
+    relays can run), publishes them and sets ``published_at`` once the broker confirmed;
+    ``attempts`` counts the publishes that failed. Published rows are deleted after the
+    retention period."""
+
+    __tablename__ = "outbox_events"
+
+    # The envelope's event_id: consumers de-duplicate on it.
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The whole envelope as JSON, exactly what goes on the bus.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # Message headers to send along, e.g. the W3C trace context of the request that wrote it.
+    headers: Mapped[dict[str, str]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+    __table_args__ = (
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        # Only the backlog is indexed: it stays small however many events were ever published.
+        Index(
+            "ix_outbox_events_unpublished_created_at",
+            "created_at",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        # The retention clean-up finds published events by age without scanning the table.
+        Index(
+            "ix_outbox_events_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
+    )

@@ -1,0 +1,369 @@
+"""``orders-service relay``: the outbox relay, and the ``order_processed`` consumer beside it.
+
+Publishing. A batch of the oldest unpublished outbox events is claimed with ``FOR UPDATE SKIP
+LOCKED`` and published at once on one channel with publisher confirms (persistent messages,
+routing key = event type). In the same transaction the events the broker confirmed are marked
+published and the others count a failed attempt; then it commits. The row locks are held
+across the publish, so a second relay skips those rows: any number of replicas publish each
+event once. A crash between the confirm and the commit publishes an event again, which is why
+every consumer de-duplicates by event id (delivery is at least once, never at most once).
+
+Waking. A dedicated PostgreSQL connection LISTENs on ``orders_outbox`` (the orders service
+NOTIFYs it when an order commits), and the relay also polls every
+``relay_poll_interval_seconds``, so a lost notification or a lost LISTEN connection delays an
+event by one interval at most. After a full batch it goes on at once.
+
+Broker outages. The API never touches RabbitMQ, so orders keep coming into the outbox. The
+relay connects with back-off until the broker answers; once connected, aio-pika's robust
+connection reconnects by itself and the relay claims nothing while it is away. When it is back
+the backlog drains, oldest first.
+
+Retention. Published events are deleted ``outbox_retention_hours`` after publication, in small
+batches, every ``outbox_cleanup_interval_seconds``; unpublished ones are never deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from order_common.bus import Subscriber, connect, declare_exchange, publish_envelope
+from order_common.cache import build_redis
+from order_common.db import build_engine, build_session_factory
+from order_common.events import EventType, parse_envelope
+from orders_service.cache import OrderCache
+from orders_service.consumer import SUBSCRIBER, OrderProcessedHandler
+from orders_service.models import OutboxEvent
+from orders_service.repository import OUTBOX_CHANNEL
+from orders_service.settings import Settings
+from orders_service.uow import OrdersUnitOfWork
+
+logger = logging.getLogger(__name__)
+
+# A publish the broker has not confirmed by then counts as failed (and is retried later).
+CONFIRM_TIMEOUT_SECONDS = 10.0
+# Messages in hand when stopping get this long to finish; then they go back to the queue.
+SHUTDOWN_GRACE_SECONDS = 20.0
+_BACKOFF_MIN_SECONDS = 0.5
+_BACKOFF_MAX_SECONDS = 15.0
+_PURGE_BATCH = 1000
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after the n-th failure in a row: 0.5, 1, 2, ... up to 15."""
+    return float(min(_BACKOFF_MAX_SECONDS, _BACKOFF_MIN_SECONDS * 2 ** max(0, failures - 1)))
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL (``postgresql+asyncpg://...``) as a plain DSN for asyncpg."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+# --- publishing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claimed: int = 0
+    published: int = 0
+    failed: int = 0
+
+
+class OutboxPublisher:
+    """Publishes one batch of the outbox at a time (see the module's docstring)."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        exchange: AbstractExchange,
+        *,
+        batch_size: int,
+        confirm_timeout: float = CONFIRM_TIMEOUT_SECONDS,
+    ) -> None:
+        self._session_factory = session_factory
+        self._exchange = exchange
+        self.batch_size = batch_size
+        self._confirm_timeout = confirm_timeout
+
+    async def publish_batch(self) -> BatchResult:
+        async with OrdersUnitOfWork(self._session_factory) as uow:
+            rows = await uow.outbox.claim_unpublished(self.batch_size)
+            if not rows:
+                return BatchResult()
+            # Confirms are matched per message, so the batch costs about one round trip.
+            outcomes = await asyncio.gather(
+                *(self._publish(row) for row in rows), return_exceptions=True
+            )
+            published = [
+                row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
+            ]
+            failures = [
+                (row, outcome)
+                for row, outcome in zip(rows, outcomes, strict=True)
+                if isinstance(outcome, BaseException)
+            ]
+            if published:
+                await uow.outbox.mark_published(published, datetime.now(UTC))
+            if failures:
+                await uow.outbox.count_failed_attempt([row.id for row, _ in failures])
+            await uow.commit()
+        if failures:
+            row, exc = failures[0]
+            logger.warning(
+                "%d of %d outbox events not confirmed by the broker; they stay in the outbox "
+                "for the next attempt (first: %s %s: %s)",
+                len(failures),
+                len(rows),
+                row.event_type,
+                row.id,
+                f"{type(exc).__name__}: {exc}",
+                extra={"event_id": str(row.id), "attempts": row.attempts + 1},
+            )
+        logger.debug("published %d outbox events", len(published))
+        return BatchResult(claimed=len(rows), published=len(published), failed=len(failures))
+
+    async def _publish(self, row: OutboxEvent) -> None:
+        event = parse_envelope(json.dumps(row.payload))
+        # The outer bound also covers a robust channel waiting for its connection to return.
+        await asyncio.wait_for(
+            publish_envelope(
+                self._exchange,
+                event,
+                headers=row.headers,
+                confirm_timeout=self._confirm_timeout,
+            ),
+            self._confirm_timeout,
+        )
+
+
+async def purge_published(
+    session_factory: async_sessionmaker[AsyncSession],
+    retention: timedelta,
+    *,
+    now: datetime | None = None,
+    batch: int = _PURGE_BATCH,
+) -> int:
+    """Delete the events published more than ``retention`` ago; return how many."""
+    cutoff = (now or datetime.now(UTC)) - retention
+    total = 0
+    while True:
+        async with OrdersUnitOfWork(session_factory) as uow:
+            deleted = await uow.outbox.delete_published_before(cutoff, batch)
+            await uow.commit()
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+class OutboxRelay:
+    """Runs the publisher whenever there may be work, listens for NOTIFY, and purges."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: async_sessionmaker[AsyncSession],
+        publisher: OutboxPublisher,
+        channel: AbstractRobustChannel,
+    ) -> None:
+        self._settings = settings
+        self._session_factory = session_factory
+        self._publisher = publisher
+        self._channel = channel
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; the batch in hand is finished, not abandoned."""
+
+        async def wake_on_stop() -> None:
+            await stop.wait()
+            self.wake()
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(wake_on_stop())
+            tasks.create_task(self._publish_forever(stop))
+            tasks.create_task(self._listen_forever(stop))
+            tasks.create_task(self._purge_forever(stop))
+
+    async def _publish_forever(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            # Cleared before claiming: a NOTIFY that arrives during the batch runs another.
+            self._wake.clear()
+            try:
+                # While the broker is away claim nothing: the rows stay free and unattempted.
+                await asyncio.wait_for(self._channel.ready(), timeout=1.0)
+            except TimeoutError:
+                continue
+            try:
+                result = await self._publisher.publish_batch()
+            except Exception as exc:  # the database, most likely; keep going after a pause
+                failures += 1
+                logger.warning(
+                    "outbox batch failed (%d in a row), retrying in %.1f s: %s",
+                    failures,
+                    backoff(failures),
+                    f"{type(exc).__name__}: {exc}",
+                    exc_info=failures == 1,
+                )
+                await _wait(stop, backoff(failures))
+                continue
+            self.published += result.published
+            if result.failed:
+                failures += 1
+                await _wait(stop, backoff(failures))
+                continue
+            if failures:
+                logger.info("outbox publishing works again")
+                failures = 0
+            if result.claimed < self._publisher.batch_size:
+                await _wait(self._wake, self._settings.relay_poll_interval_seconds)
+
+    async def _listen_forever(self, stop: asyncio.Event) -> None:
+        dsn = asyncpg_dsn(self._settings.database_url)
+        failures = 0
+        while not stop.is_set():
+            try:
+                connection = await asyncpg.connect(dsn, timeout=10)
+            except Exception as exc:
+                failures += 1
+                logger.warning(
+                    "cannot LISTEN on %s (polling meanwhile), retrying in %.1f s: %s",
+                    OUTBOX_CHANNEL,
+                    backoff(failures),
+                    f"{type(exc).__name__}: {exc}",
+                )
+                await _wait(stop, backoff(failures))
+                continue
+            failures = 0
+            lost = asyncio.Event()
+
+            def on_lost(_connection: object, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            connection.add_termination_listener(on_lost)
+            try:
+                await connection.add_listener(OUTBOX_CHANNEL, self.wake)
+                self.wake()  # whatever committed while nobody was listening
+                logger.info("listening on %s", OUTBOX_CHANNEL)
+                await _first(lost, stop)
+            except Exception as exc:
+                logger.warning("LISTEN failed: %s", f"{type(exc).__name__}: {exc}")
+            finally:
+                if not connection.is_closed():
+                    await connection.close(timeout=5)
+            if not stop.is_set():
+                logger.warning("lost the LISTEN connection; polling until it is back")
+                await _wait(stop, _BACKOFF_MIN_SECONDS)
+
+    async def _purge_forever(self, stop: asyncio.Event) -> None:
+        retention = timedelta(hours=self._settings.outbox_retention_hours)
+        while not stop.is_set():
+            try:
+                deleted = await purge_published(self._session_factory, retention)
+            except Exception as exc:
+                logger.warning("outbox clean-up failed: %s", f"{type(exc).__name__}: {exc}")
+            else:
+                if deleted:
+                    logger.info(
+                        "deleted %d outbox events published over %s h ago",
+                        deleted,
+                        self._settings.outbox_retention_hours,
+                    )
+            await _wait(stop, self._settings.outbox_cleanup_interval_seconds)
+
+
+# --- the process ----------------------------------------------------------------------------
+
+
+async def _connect(settings: Settings, stop: asyncio.Event) -> AbstractRobustConnection | None:
+    """Connect with back-off until the broker answers; ``None`` if stopped first."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return await connect(settings.amqp_url, name=f"{settings.service_name}-relay")
+        except Exception as exc:
+            failures += 1
+            logger.warning(
+                "RabbitMQ unreachable; orders wait in the outbox. Retrying in %.1f s: %s",
+                backoff(failures),
+                f"{type(exc).__name__}: {exc}",
+            )
+            await _wait(stop, backoff(failures))
+    return None
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Relay the outbox and consume ``order_processed`` until ``stop`` is set."""
+    engine = build_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    session_factory = build_session_factory(engine)
+    redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+    cache = OrderCache(
+        redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
+    )
+    topology = settings.bus_topology()
+    try:
+        connection = await _connect(settings, stop)
+        if connection is None:
+            return
+        try:
+            channel = connection.channel(publisher_confirms=True)
+            await channel.initialize()
+            exchange = await declare_exchange(channel, topology)
+            subscriber = Subscriber(
+                connection,
+                topology,
+                SUBSCRIBER,
+                EventType.ORDER_PROCESSED,
+                OrderProcessedHandler(session_factory, cache),
+                retry=settings.bus_retry_policy(),
+                delivery_limit=settings.bus_delivery_limit,
+            )
+            await subscriber.start()
+            publisher = OutboxPublisher(
+                session_factory, exchange, batch_size=settings.relay_batch_size
+            )
+            relay = OutboxRelay(settings, session_factory, publisher, channel)
+            logger.info("outbox relay started", extra={"exchange": topology.exchange})
+            try:
+                await relay.run(stop)
+            finally:
+                await subscriber.stop(SHUTDOWN_GRACE_SECONDS)
+        finally:
+            await connection.close()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+        logger.info("outbox relay stopped")

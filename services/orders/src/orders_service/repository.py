@@ -1,0 +1,119 @@
+"""Every query of the orders database. Repositories flush at most; the unit of work commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from order_common.events import Envelope
+from orders_service.models import Order, OutboxEvent
+
+# Relays LISTEN here; the NOTIFY is sent only when the writing transaction commits.
+OUTBOX_CHANNEL = "orders_outbox"
+
+
+class OrderRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, order: Order) -> None:
+        self.session.add(order)
+
+    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+        """Any user's order: for the event handlers, which act for the system, not a user."""
+        stmt = select(Order).where(Order.id == order_id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        result: Order | None = await self.session.scalar(stmt)
+        return result
+
+    async def get_owned(
+        self, order_id: uuid.UUID, user_id: int, *, for_update: bool = False
+    ) -> Order | None:
+        """The order if ``user_id`` owns it: someone else's order is as absent as a missing one."""
+        stmt = select(Order).where(Order.id == order_id, Order.user_id == user_id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        result: Order | None = await self.session.scalar(stmt)
+        return result
+
+    async def list_for_user(
+        self, user_id: int, *, limit: int, before: tuple[datetime, uuid.UUID] | None = None
+    ) -> Sequence[Order]:
+        """Newest first. ``before`` is the (created_at, id) of the last row of the previous
+        page; the row comparison walks ix_orders_user_id_created_at_id backwards."""
+        stmt = select(Order).where(Order.user_id == user_id)
+        if before is not None:
+            stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(*before))
+        stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+        return (await self.session.scalars(stmt)).all()
+
+
+class OutboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self, event: Envelope[Any], *, headers: dict[str, str] | None = None
+    ) -> OutboxEvent:
+        row = OutboxEvent(
+            id=event.event_id,
+            event_type=event.event_type.value,
+            payload=event.model_dump(mode="json"),
+            headers=headers or {},
+            created_at=event.occurred_at,
+        )
+        self.session.add(row)
+        # An empty payload lets PostgreSQL fold the notifications of one transaction into one.
+        await self.session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+        return row
+
+    async def claim_unpublished(self, limit: int) -> Sequence[OutboxEvent]:
+        """Lock up to ``limit`` of the oldest unpublished events. Rows another relay holds are
+        skipped, not waited for, so relays share the backlog."""
+        stmt = (
+            select(OutboxEvent)
+            .where(OutboxEvent.published_at.is_(None))
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def mark_published(self, ids: Sequence[uuid.UUID], published_at: datetime) -> None:
+        await self.session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(ids))
+            .values(published_at=published_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def count_failed_attempt(self, ids: Sequence[uuid.UUID]) -> None:
+        await self.session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(ids))
+            .values(attempts=OutboxEvent.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete_published_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` events published before ``cutoff``; unpublished events are
+        never touched. Returns how many went. Bounded batches keep each transaction short."""
+        batch = (
+            select(OutboxEvent.id)
+            .where(OutboxEvent.published_at.is_not(None), OutboxEvent.published_at < cutoff)
+            .order_by(OutboxEvent.published_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            delete(OutboxEvent)
+            .where(OutboxEvent.id.in_(batch.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]

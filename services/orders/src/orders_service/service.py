@@ -1,0 +1,183 @@
+"""The orders use cases. They know nothing of HTTP: they take plain arguments and a unit of
+work and raise ``order_common.errors`` that carry their status code. The routes call them, and
+so does the event consumer that applies ``order_processed`` (``orders_service.consumer``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from order_common.errors import Conflict, Forbidden, NotFound
+from order_common.events import EventType, NewOrder, OrderStatusChanged, envelope
+from order_common.orders import (
+    IllegalTransition,
+    OrderCreate,
+    OrderRead,
+    OrderStatus,
+    transition,
+)
+from orders_service.cache import OrderCache
+from orders_service.metrics import ORDERS_CREATED, STATUS_CHANGES
+from orders_service.models import Order
+from orders_service.schemas import Cursor, OrderPage
+from orders_service.uow import OrdersUnitOfWork
+
+
+class Processed(NamedTuple):
+    order: OrderRead
+    changed: bool  # False: it was processed already and this report changed nothing
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _read(order: Order) -> OrderRead:
+    return OrderRead.model_validate(order)
+
+
+def _not_found() -> NotFound:
+    # One message for "no such order" and "someone else's order": existence is not revealed.
+    return NotFound("order not found")
+
+
+async def create_order(
+    uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, data: OrderCreate
+) -> OrderRead:
+    now = _now()
+    order = Order(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        items=[item.model_dump(mode="json") for item in data.items],
+        total_price=data.total_price,
+        status=OrderStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+    event = envelope(
+        EventType.NEW_ORDER,
+        NewOrder(
+            order_id=order.id,
+            user_id=user_id,
+            items=data.items,
+            total_price=data.total_price,
+            status=OrderStatus.PENDING,
+            created_at=now,
+        ),
+    )
+    async with uow:
+        uow.orders.add(order)
+        await uow.outbox.add(event)
+        await uow.commit()
+    created = _read(order)
+    ORDERS_CREATED.inc()
+    await cache.put(created, order.version)
+    return created
+
+
+async def get_order(
+    uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, order_id: uuid.UUID
+) -> OrderRead:
+    cached = await cache.get(order_id)
+    if cached is not None:
+        if cached.user_id != user_id:
+            raise _not_found()
+        return cached
+    async with uow:
+        order = await uow.orders.get_owned(order_id, user_id)
+        if order is None:
+            raise _not_found()
+        found, version = _read(order), order.version
+    await cache.put(found, version)
+    return found
+
+
+async def change_status(
+    uow: OrdersUnitOfWork,
+    cache: OrderCache,
+    *,
+    user_id: int,
+    order_id: uuid.UUID,
+    status: OrderStatus,
+) -> OrderRead:
+    """Move the order through the state machine. Setting the current status again changes
+    nothing; a move the machine forbids is a 409 naming the moves it allows."""
+    async with uow:
+        # The row lock serialises concurrent changes of one order: each sees the last status.
+        order = await uow.orders.get_owned(order_id, user_id, for_update=True)
+        if order is None:
+            raise _not_found()
+        current = order.status
+        try:
+            changed = transition(current, status)
+        except IllegalTransition as exc:
+            raise Conflict(str(exc)) from exc
+        if changed:
+            now = _now()
+            order.status = status
+            order.updated_at = now
+            await uow.outbox.add(
+                envelope(
+                    EventType.ORDER_STATUS_CHANGED,
+                    OrderStatusChanged(
+                        order_id=order.id,
+                        user_id=order.user_id,
+                        from_status=current,
+                        to_status=status,
+                        changed_at=now,
+                    ),
+                )
+            )
+            await uow.commit()
+            STATUS_CHANGES.labels(from_status=current.value, to_status=status.value).inc()
+        result, version = _read(order), order.version
+    await cache.put(result, version)
+    return result
+
+
+async def mark_processed(
+    uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
+) -> Processed:
+    """Record that the worker processed the order.
+
+    Idempotent: only the first report sets ``processed_at``; a repeated one (the bus delivers
+    at least once, the worker may report twice) changes nothing, not even the version. The
+    cache is refreshed either way, so a lost refresh is repaired by the next delivery."""
+    async with uow:
+        # The row lock orders this against a concurrent PATCH or a concurrent duplicate.
+        order = await uow.orders.get(order_id, for_update=True)
+        if order is None:
+            raise _not_found()
+        changed = order.processed_at is None
+        if changed:
+            # updated_at stays: it tells the last status change, and processing is none.
+            order.processed_at = processed_at
+            await uow.commit()
+        result, version = _read(order), order.version
+    await cache.put(result, version)
+    return Processed(result, changed)
+
+
+async def list_user_orders(
+    uow: OrdersUnitOfWork,
+    *,
+    requester_id: int,
+    user_id: int,
+    limit: int,
+    cursor: Cursor | None = None,
+) -> OrderPage:
+    """A page of the user's orders, newest first, and the cursor of the next page if any."""
+    if requester_id != user_id:
+        raise Forbidden("you can only list your own orders")
+    async with uow:
+        # One row more than asked tells whether another page follows.
+        rows = await uow.orders.list_for_user(
+            user_id, limit=limit + 1, before=cursor.position if cursor else None
+        )
+        orders = [_read(order) for order in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = orders[-1]
+        next_cursor = Cursor(created_at=last.created_at, id=last.id)
+    return OrderPage(orders=orders, next_cursor=next_cursor)

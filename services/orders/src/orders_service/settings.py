@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from order_common.bus import BusSettings
+from order_common.ratelimit import parse_limit
+from order_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings, BusSettings):
+    """The API (`orders-service serve`) and the relay (`orders-service relay`) read the same
+    ORDERS_* environment; the bus fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the relay
+    only: the API never touches RabbitMQ."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERS_")
+
+    service_name: str = "orders"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/orders"
+    redis_key_prefix: str = "orders"
+
+    jwks_url: str = Field(
+        default="http://127.0.0.1:8001/.well-known/jwks.json",
+        description="where the auth service publishes the keys that verify tokens",
+    )
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of a JWKS fetch")
+
+    cache_ttl_seconds: int = Field(
+        default=300, ge=1, description="lifetime of an order's Redis cache entry"
+    )
+    rate_limit_orders: str = Field(
+        default="300/minute", description="order requests per user (`limits` notation)"
+    )
+
+    list_default_limit: int = Field(
+        default=50, ge=1, description="orders per page when `?limit=` is not given"
+    )
+    list_max_limit: int = Field(default=200, ge=1, description="the largest `?limit=` accepted")
+
+    relay_poll_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="relay: how often it looks for unpublished outbox events when no "
+        "PostgreSQL NOTIFY woke it (the fallback; NOTIFY normally wakes it at once)",
+    )
+    relay_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="relay: outbox events claimed (FOR UPDATE SKIP LOCKED) and published "
+        "per transaction",
+    )
+    outbox_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="relay: published outbox events are deleted after this many hours",
+    )
+    outbox_cleanup_interval_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="relay: how often it deletes the published outbox events past retention",
+    )
+
+    @field_validator("rate_limit_orders")
+    @classmethod
+    def _limit_parses(cls, value: str) -> str:
+        # A typo must stop the start-up, not surface as an error on the first request.
+        try:
+            parse_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit ({exc}); e.g. '300/minute'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Settings:
+        if self.list_default_limit > self.list_max_limit:
+            raise ValueError("list_default_limit cannot exceed list_max_limit")
+        return self

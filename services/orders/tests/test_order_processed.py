@@ -1,0 +1,178 @@
+"""`order_processed` comes back to the order: `processed_at` is set once, whatever the bus
+repeats, and the cache follows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from fastapi import FastAPI
+from httpx import AsyncClient
+from redis import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
+from order_common.dlq import count_messages, peek
+from order_common.errors import NotFound
+from order_common.events import Envelope, EventType, OrderProcessed, envelope
+from orders_service import service
+from orders_service.consumer import SUBSCRIBER
+from orders_service.settings import Settings
+from orders_service.uow import OrdersUnitOfWork
+
+from .conftest import VALID_ORDER, User, eventually, running_relay
+
+PlaceOrder = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def processed(order_id: uuid.UUID | str, at: datetime) -> Envelope[Any]:
+    return envelope(
+        EventType.ORDER_PROCESSED,
+        OrderProcessed(order_id=uuid.UUID(str(order_id)), processed_at=at),
+    )
+
+
+async def version_of(engine: AsyncEngine, order_id: str) -> int:
+    async with engine.connect() as conn:
+        version: int = await conn.scalar(
+            text("SELECT version FROM orders WHERE id = :id"), {"id": order_id}
+        )
+    return version
+
+
+async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
+    app: FastAPI,
+    client: AsyncClient,
+    db: AsyncEngine,
+    redis_client: Redis,
+    user: User,
+    place_order: PlaceOrder,
+) -> None:
+    order = await place_order(user)
+    await client.get(f"/orders/{order['id']}/", headers=user.headers)  # now cached
+    cache = app.state.cache
+    first_at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def mark(at: datetime) -> Awaitable[service.Processed]:
+        return service.mark_processed(
+            OrdersUnitOfWork(app.state.session_factory),
+            cache,
+            order_id=uuid.UUID(order["id"]),
+            processed_at=at,
+        )
+
+    first = await mark(first_at)
+    assert first.changed
+    assert first.order.processed_at == first_at
+    assert await version_of(db, order["id"]) == 2
+
+    # The cache lost its entry; a repeated report changes nothing but puts it back.
+    redis_client.delete(cache.key(first.order.id))
+    again = await mark(first_at + timedelta(minutes=5))
+    assert not again.changed
+    assert again.order.processed_at == first_at
+    assert await version_of(db, order["id"]) == 2
+    cached = json.loads(redis_client.get(cache.key(first.order.id)) or b"{}")
+    assert cached["version"] == 2
+    assert datetime.fromisoformat(cached["processed_at"]) == first_at
+
+    fetched = (await client.get(f"/orders/{order['id']}/", headers=user.headers)).json()
+    assert datetime.fromisoformat(fetched["processed_at"]) == first_at
+    assert fetched["status"] == "PENDING"
+
+
+async def test_mark_processed_of_an_unknown_order_is_not_found(app: FastAPI) -> None:
+    with pytest.raises(NotFound):
+        await service.mark_processed(
+            OrdersUnitOfWork(app.state.session_factory),
+            app.state.cache,
+            order_id=uuid.uuid4(),
+            processed_at=datetime.now(UTC),
+        )
+
+
+def _handled(caplog: pytest.LogCaptureFixture, order_id: str, what: str) -> int:
+    return sum(
+        1
+        for record in caplog.records
+        if record.name == "orders_service.consumer"
+        and what in record.getMessage()
+        and order_id in record.getMessage()
+    )
+
+
+async def test_duplicate_order_processed_deliveries_set_processed_at_once(
+    relay_settings: Callable[..., Settings],
+    relay_database_url: str,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    start_app: Any,
+    user: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = relay_settings()
+    caplog.set_level(logging.INFO)
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+
+    async with (
+        start_app(database_url=relay_database_url) as (_, client),
+        running_relay(settings),
+    ):
+        await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+        created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+        order_id = created.json()["id"]
+        await client.get(f"/orders/{order_id}/", headers=user.headers)  # cached, unprocessed
+
+        first_at = datetime.now(UTC)
+        first = processed(order_id, first_at)
+        await publish_envelope(exchange, first)
+        await eventually(lambda: _handled(caplog, order_id, "applied") == 1)
+
+        # The same event again (a redelivery) and a second report (a repeated task).
+        await publish_envelope(exchange, first)
+        await publish_envelope(exchange, processed(order_id, first_at + timedelta(seconds=30)))
+        await eventually(lambda: _handled(caplog, order_id, "duplicate ignored") == 2)
+
+        fetched = (await client.get(f"/orders/{order_id}/", headers=user.headers)).json()
+
+    await channel.close()
+    assert datetime.fromisoformat(fetched["processed_at"]) == first_at
+    assert await version_of(relay_db, order_id) == 2
+    assert _handled(caplog, order_id, "applied") == 1
+
+
+async def test_order_processed_for_an_unknown_order_is_dead_lettered(
+    relay_settings: Callable[..., Settings],
+    amqp: AbstractRobustConnection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = relay_settings()
+    caplog.set_level(logging.INFO)
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    dlq = dead_letter_queue_name(
+        settings.bus_topology().queue_name(SUBSCRIBER, EventType.ORDER_PROCESSED)
+    )
+
+    async with running_relay(settings):
+        await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+        await publish_envelope(exchange, processed(uuid.uuid4(), datetime.now(UTC)))
+
+        async def dead_lettered() -> bool:
+            return await count_messages(channel, dlq) == 1
+
+        await eventually(dead_lettered)
+
+    [letter] = await peek(amqp, dlq, limit=1)
+    await channel.close()
+    assert letter.reason == "rejected"
+    assert letter.error is not None
+    assert "no order" in letter.error

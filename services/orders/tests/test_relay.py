@@ -1,0 +1,321 @@
+"""The outbox relay against the real PostgreSQL and RabbitMQ. What it published is read from a
+queue of the test's own, bound to every routing key of the test's exchange, and counted by
+event id: nothing may be missing and nothing may arrive twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from order_common.bus import connect, declare_exchange
+from order_common.db import build_session_factory
+from order_common.events import EventType, NewOrder, envelope
+from order_common.orders import OrderItem, OrderStatus
+from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
+from orders_service.settings import Settings
+from orders_service.uow import OrdersUnitOfWork
+
+from .conftest import AMQP_URL, VALID_ORDER, User, eventually, running_relay
+
+MakeSettings = Callable[..., Settings]
+
+
+@contextlib.asynccontextmanager
+async def published_events(
+    amqp: AbstractRobustConnection, settings: Settings
+) -> AsyncIterator[list[str]]:
+    """The event ids that reach the test's exchange, in arrival order, as long as it is open."""
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="#")
+    seen: list[str] = []
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        seen.append(str(message.message_id))
+        await message.ack()
+
+    await queue.consume(on_message)
+    try:
+        yield seen
+    finally:
+        await channel.close()
+
+
+async def add_outbox_events(relay_db: AsyncEngine, count: int) -> list[str]:
+    """``count`` committed `new_order` events, in one transaction (the relay sees only rows)."""
+    events = [
+        envelope(
+            EventType.NEW_ORDER,
+            NewOrder(
+                order_id=uuid.uuid4(),
+                user_id=1,
+                items=[OrderItem(name="Pen", quantity=1, price="1.00")],  # type: ignore[arg-type]
+                total_price="1.00",  # type: ignore[arg-type]
+                status=OrderStatus.PENDING,
+                created_at=datetime.now(UTC),
+            ),
+        )
+        for _ in range(count)
+    ]
+    async with OrdersUnitOfWork(build_session_factory(relay_db)) as uow:
+        for event in events:
+            await uow.outbox.add(event)
+        await uow.commit()
+    return [str(event.event_id) for event in events]
+
+
+async def outbox_rows(relay_db: AsyncEngine) -> dict[str, dict[str, Any]]:
+    async with relay_db.connect() as conn:
+        result = await conn.execute(
+            text("SELECT id, published_at, attempts, created_at FROM outbox_events")
+        )
+        return {str(row.id): dict(row._mapping) for row in result}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BrokerSwitch:
+    """A TCP proxy in front of RabbitMQ, switched on and off by the test: the broker as the
+    relay sees it. Off, its port is closed (connections are refused) and every connection
+    through it is cut."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        # The robust connection retries every half second once it has connected.
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/?reconnect_interval=0.5"
+
+    async def on(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+
+    async def off(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _link(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        broker_in, broker_out = await asyncio.open_connection("127.0.0.1", 5672)
+        self._links |= {client_out, broker_out}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(client_in, broker_out), pipe(broker_in, client_out))
+
+
+async def test_orders_wait_in_the_outbox_while_rabbitmq_is_down_and_each_is_published_once(
+    relay_settings: MakeSettings,
+    relay_database_url: str,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    start_app: Any,
+    user: User,
+) -> None:
+    broker = BrokerSwitch()
+    settings = relay_settings(amqp_url=broker.url)
+
+    async with (
+        published_events(amqp, settings) as seen,
+        start_app(database_url=relay_database_url) as (_, client),
+        running_relay(settings),
+    ):
+
+        async def place_orders(count: int) -> None:
+            for _ in range(count):
+                response = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+                assert response.status_code == 201, response.text
+
+        # The relay starts while the broker's port is closed; the API takes orders regardless.
+        await place_orders(5)
+        await asyncio.sleep(1.0)
+        rows = await outbox_rows(relay_db)
+        assert len(rows) == 5
+        assert all(row["published_at"] is None and row["attempts"] == 0 for row in rows.values())
+        assert seen == []
+
+        await broker.on()
+        await eventually(lambda: len(seen) == 5)
+
+        # The broker goes away under a connected relay, and comes back.
+        await broker.off()
+        await asyncio.sleep(0.3)
+        await place_orders(5)
+        await asyncio.sleep(1.0)
+        assert len(seen) == 5
+        await broker.on()
+        await eventually(lambda: len(seen) == 10, timeout=15)
+        await asyncio.sleep(0.5)  # room for a duplicate to show up
+
+    rows = await outbox_rows(relay_db)
+    assert len(rows) == 10
+    assert all(row["published_at"] is not None for row in rows.values())
+    assert Counter(seen) == Counter(rows.keys())  # every event, each exactly once
+    await broker.off()
+
+
+async def test_two_relays_over_one_backlog_publish_each_event_once(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    settings = relay_settings(relay_batch_size=10)
+    event_ids = await add_outbox_events(relay_db, 200)
+    stop = asyncio.Event()
+    relays: list[OutboxRelay] = []
+    connections = [await connect(AMQP_URL, name=f"relay-test-{n}") for n in range(2)]
+    try:
+        async with published_events(amqp, settings) as seen:
+            for connection in connections:
+                channel = connection.channel()
+                await channel.initialize()
+                exchange = await declare_exchange(channel, settings.bus_topology())
+                publisher = OutboxPublisher(
+                    build_session_factory(relay_db), exchange, batch_size=10
+                )
+                relays.append(
+                    OutboxRelay(settings, build_session_factory(relay_db), publisher, channel)
+                )
+            async with asyncio.TaskGroup() as tasks:
+                for one in relays:
+                    tasks.create_task(one.run(stop))
+                await eventually(lambda: len(seen) == 200, timeout=20)
+                await asyncio.sleep(0.5)
+                stop.set()
+    finally:
+        for connection in connections:
+            await connection.close()
+
+    assert Counter(seen) == Counter(event_ids)
+    assert sorted(one.published for one in relays)[0] > 0, "both relays took part"
+    assert sum(one.published for one in relays) == 200
+    assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_a_notify_wakes_the_relay_long_before_its_poll(
+    relay_settings: MakeSettings,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = relay_settings(relay_poll_interval_seconds=60)
+    caplog.set_level(logging.INFO, logger="orders_service.relay")
+    async with published_events(amqp, settings) as seen, running_relay(settings):
+        await eventually(lambda: any("listening on" in r.getMessage() for r in caplog.records))
+        await asyncio.sleep(0.2)  # the first poll ran on the empty outbox; now only NOTIFY
+        [event_id] = await add_outbox_events(relay_db, 1)
+        await eventually(lambda: seen == [event_id], timeout=3)
+
+
+async def test_events_the_broker_nacks_stay_unpublished_until_it_confirms(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    settings = relay_settings()
+    event_ids = await add_outbox_events(relay_db, 3)
+    async with published_events(amqp, settings) as seen:
+        channel = await amqp.channel()
+        exchange = await declare_exchange(channel, settings.bus_topology())
+        # A full queue that rejects publishes: the broker answers each one with a nack.
+        full = await channel.declare_queue(
+            f"{settings.bus_queue_prefix}.full",
+            auto_delete=True,
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        await full.bind(exchange, routing_key=EventType.NEW_ORDER.value)
+        publisher = OutboxPublisher(build_session_factory(relay_db), exchange, batch_size=10)
+
+        assert await publisher.publish_batch() == BatchResult(claimed=3, published=0, failed=3)
+        rows = await outbox_rows(relay_db)
+        assert {row["published_at"] for row in rows.values()} == {None}
+        assert {row["attempts"] for row in rows.values()} == {1}
+
+        await full.delete(if_unused=False, if_empty=False)
+        assert await publisher.publish_batch() == BatchResult(claimed=3, published=3, failed=0)
+        await eventually(lambda: len(seen) == 6)  # the first 3 reached our queue, unconfirmed
+        await channel.close()
+
+    rows = await outbox_rows(relay_db)
+    assert all(row["published_at"] is not None for row in rows.values())
+    assert {row["attempts"] for row in rows.values()} == {1}
+    assert Counter(seen) == Counter({event_id: 2 for event_id in event_ids})
+
+
+async def test_events_claimed_while_the_broker_is_gone_stay_unpublished(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = relay_settings()
+    await add_outbox_events(relay_db, 2)
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    await connection.close()  # the link is gone before the relay publishes
+    publisher = OutboxPublisher(build_session_factory(relay_db), exchange, batch_size=10)
+    caplog.set_level(logging.WARNING, logger="orders_service.relay")
+
+    assert await publisher.publish_batch() == BatchResult(claimed=2, published=0, failed=2)
+
+    rows = await outbox_rows(relay_db)
+    assert [(row["published_at"], row["attempts"]) for row in rows.values()] == [(None, 1)] * 2
+    assert any("not confirmed by the broker" in r.getMessage() for r in caplog.records)
+
+
+async def test_published_events_past_retention_are_deleted_and_unpublished_never(
+    relay_settings: MakeSettings, relay_db: AsyncEngine
+) -> None:
+    relay_settings()  # empties the outbox
+    old_published, recent_published, old_unpublished, *more_old = await add_outbox_events(
+        relay_db, 6
+    )
+    now = datetime.now(UTC)
+    ages = {
+        old_published: (now - timedelta(hours=30), now - timedelta(hours=25)),
+        recent_published: (now - timedelta(hours=2), now - timedelta(hours=1)),
+        old_unpublished: (now - timedelta(hours=48), None),
+        **{
+            event_id: (now - timedelta(hours=40), now - timedelta(hours=39))
+            for event_id in more_old
+        },
+    }
+    async with relay_db.begin() as conn:
+        for event_id, (created_at, published_at) in ages.items():
+            await conn.execute(
+                text(
+                    "UPDATE outbox_events SET created_at = :created, published_at = :published "
+                    "WHERE id = :id"
+                ),
+                {"id": event_id, "created": created_at, "published": published_at},
+            )
+
+    deleted = await purge_published(build_session_factory(relay_db), timedelta(hours=24), batch=2)
+
+    assert deleted == 1 + len(more_old)
+    assert set(await outbox_rows(relay_db)) == {recent_published, old_unpublished}

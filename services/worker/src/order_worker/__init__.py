@@ -1,0 +1,1 @@
+"""The Celery worker that processes orders and reports `order_processed` on the event bus."""

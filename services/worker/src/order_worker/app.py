@@ -1,0 +1,95 @@
+"""The Celery app of the worker, built from settings at worker start (never at import time).
+
+Redis is Celery's broker; RabbitMQ stays the event bus only. A task is acknowledged after it
+ran (``task_acks_late``) and handed back if its worker process dies mid-task
+(``task_reject_on_worker_lost``); if the whole worker dies, Redis gives the task to another
+worker once ``visibility_timeout`` has passed. Each worker process takes one task at a time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from redis import Redis
+
+from order_common.events import Envelope
+from order_worker.publisher import BusPublisher
+from order_worker.settings import Settings
+
+
+@dataclass
+class WorkerResources:
+    """The connections of one worker process."""
+
+    redis: Redis
+    publisher: BusPublisher
+
+    def publish(self, envelope: Envelope[Any]) -> None:
+        self.publisher.publish(envelope)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+
+
+class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("order-worker", broker=settings.celery_broker_url, set_as_current=False)
+        self.settings = settings
+        self._resources: WorkerResources | None = None
+        self._resources_pid: int | None = None
+
+    def resources(self) -> WorkerResources:
+        """Built on first use in each process: a prefork child never inherits its parent's
+        sockets."""
+        if self._resources is None or self._resources_pid != os.getpid():
+            settings = self.settings
+            self._resources = WorkerResources(
+                redis=Redis.from_url(
+                    settings.redis_url,
+                    socket_timeout=settings.redis_timeout_seconds,
+                    socket_connect_timeout=settings.redis_timeout_seconds,
+                ),
+                publisher=BusPublisher(settings.amqp_url, settings.bus_topology()),
+            )
+            self._resources_pid = os.getpid()
+        return self._resources
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        # Look for abandoned tasks every `restore_interval_seconds` (kombu's default scans
+        # only every 10th interval).
+        "unacked_restore_interval": settings.restore_interval_seconds,
+        "unacked_restore_throttle": 1,
+    }
+    if settings.celery_key_prefix:
+        options["global_keyprefix"] = settings.celery_key_prefix
+    return options
+
+
+def create_celery(settings: Settings) -> OrderWorkerApp:
+    from order_worker.tasks import register_tasks  # tasks need the app class defined here
+
+    app = OrderWorkerApp(settings)
+    app.conf.update(
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=settings.celery_queue,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        enable_utc=True,
+    )
+    register_tasks(app)
+    return app

@@ -1,0 +1,84 @@
+"""`process_order` run in this process against real Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+
+from order_common.bus import declare_exchange, delete_exchanges
+from order_common.dlq import count_messages
+from order_common.events import EventType, OrderProcessed, envelope, parse_envelope
+from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_worker.app import OrderWorkerApp, create_celery
+from order_worker.publisher import BusPublisher
+from order_worker.settings import Settings
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[OrderWorkerApp]:
+    app = create_celery(settings)
+    yield app
+    app.resources().close()
+
+
+def test_the_app_acks_late_and_takes_one_task_at_a_time(app: OrderWorkerApp) -> None:
+    conf = app.conf
+    assert (conf.task_acks_late, conf.task_reject_on_worker_lost) == (True, True)
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 3600
+    assert conf.broker_transport_options["global_keyprefix"] == app.settings.celery_key_prefix
+    assert conf.task_default_queue == "orders"
+    assert PROCESS_ORDER_TASK in app.tasks
+
+
+def test_a_visibility_timeout_shorter_than_the_processing_is_refused() -> None:
+    with pytest.raises(ValueError, match="visibility_timeout_seconds"):
+        Settings(processing_delay_seconds=10, visibility_timeout_seconds=5)
+
+
+async def test_processing_an_order_twice_publishes_one_order_processed(
+    app: OrderWorkerApp, processed_queue: AbstractQueue
+) -> None:
+    request = ProcessOrder(order_id=uuid.uuid4(), event_id=uuid.uuid4())
+    task = app.tasks[PROCESS_ORDER_TASK]
+
+    def run() -> str:
+        return str(task.apply(kwargs=request.model_dump(mode="json")).get())
+
+    assert await asyncio.to_thread(run) == "processed"
+    assert await asyncio.to_thread(run) == "skipped"
+
+    message = await processed_queue.get(no_ack=True, timeout=5)
+    event = parse_envelope(message.body)
+    assert event.event_type is EventType.ORDER_PROCESSED
+    assert isinstance(event.data, OrderProcessed)
+    assert event.data.order_id == request.order_id
+    assert message.message_id == str(event.event_id)
+    assert await processed_queue.get(no_ack=True, fail=False) is None
+
+
+async def test_the_kombu_publisher_declares_the_exchange_exactly_as_the_bus_does(
+    settings: Settings, amqp: AbstractRobustConnection
+) -> None:
+    topology = settings.bus_topology()
+    publisher = BusPublisher(settings.amqp_url, topology)
+    event = envelope(
+        EventType.ORDER_PROCESSED,
+        OrderProcessed(order_id=uuid.uuid4(), processed_at=datetime.now(UTC)),
+    )
+    await asyncio.to_thread(publisher.publish, event)  # first to declare: kombu
+    await asyncio.to_thread(publisher.close)
+
+    channel = await amqp.channel()
+    try:
+        await declare_exchange(channel, topology)  # same arguments, or PRECONDITION_FAILED
+        # Nobody subscribes yet: the event waits in the unrouted queue.
+        assert await count_messages(channel, topology.unrouted_queue) == 1
+    finally:
+        await delete_exchanges(channel, topology)
+        await channel.close()
