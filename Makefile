@@ -37,12 +37,12 @@ migrate: install services ## Create the databases and run the migrations
 	@$(BIN)/auth-service migrate
 	@$(BIN)/orders-service migrate
 
-run: install services nginx dev-key migrate ## Run the whole stack; gateway on http://localhost:8000
+run: install services rabbitmq-ui nginx dev-key migrate ## Run the whole stack; gateway on http://localhost:8000
 	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (Ctrl-C stops everything)"
 	@$(BIN)/honcho start -f Procfile
 
 test: install services nginx ## Unit, integration and end-to-end tests against the real services
-	@$(BIN)/pytest
+	@$(BIN)/pytest --ignore=tests/deploy  # the deployment checks: `make test-deploy`
 
 test-unit: install ## The tests that need no data service
 	@$(BIN)/pytest libs/common/tests

@@ -66,7 +66,10 @@ def main() -> None:
         workdir = Path(tmp)
         # The per-user limit stays in the path (its cost is part of each request) but high
         # enough not to cut the load off.
-        extra = {"ORDERS_RATE_LIMIT_ORDERS": "100000000/minute", "WORKER_PROCESSING_DELAY_SECONDS": "0"}
+        extra = {
+            "ORDERS_RATE_LIMIT_ORDERS": "100000000/minute",
+            "WORKER_PROCESSING_DELAY_SECONDS": "0",
+        }
         with running_stack(workdir, extra) as stack:
             email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
             with httpx.Client(base_url=stack.base_url, timeout=10) as client:

@@ -40,6 +40,15 @@ COMMON = {
     "rate_limit_enabled": "turn rate limiting off (tests, benchmarks)",
     "jwt_issuer": "`iss` of the tokens",
     "jwt_audience": "`aud` of the tokens",
+    # order_common.bus.BusSettings, in every service on the event bus
+    "amqp_url": "RabbitMQ URL of the event bus",
+    "bus_exchange": "the topic exchange of the order events (routing key = event type)",
+    "bus_queue_prefix": "prefix of this service's queues: `{prefix}.{service}.{event_type}`",
+    "bus_max_attempts": "handler runs of a message before it goes to the dead-letter queue",
+    "bus_retry_base_delay_seconds": "back-off after a handler's first failure; doubles each time",
+    "bus_retry_max_delay_seconds": "the longest back-off between two attempts",
+    "bus_delivery_limit": "deliveries without an ack (crashes) before the broker dead-letters "
+    "a message (fixed when the queue is first declared)",
 }
 
 

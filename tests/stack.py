@@ -54,7 +54,18 @@ class Stack:
 
 
 def stack_env(run_id: str, workdir: Path) -> dict[str, str]:
-    ports = {name: free_port() for name in ("AUTH_PORT", "ORDERS_PORT", "GATEWAY_PORT")}
+    ports = {
+        name: free_port()
+        for name in (
+            "AUTH_PORT",
+            "ORDERS_PORT",
+            "GATEWAY_PORT",
+            # The metrics ports of the processes without an HTTP API (see prometheus/).
+            "ORDERS_RELAY_METRICS_PORT",
+            "CONSUMER_METRICS_PORT",
+            "WORKER_METRICS_PORT",
+        )
+    }
     key_path = workdir / "jwt-private.pem"
     subprocess.run([BIN / "auth-service", "generate-dev-key", str(key_path)], check=True)
     env = {

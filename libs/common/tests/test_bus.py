@@ -170,6 +170,26 @@ async def test_a_message_no_queue_is_bound_for_is_kept_and_can_be_redriven(
     assert parse_envelope(message.body).event_id == sent.event_id
 
 
+async def test_a_subscriber_adopts_events_published_before_its_queue_existed(
+    amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
+) -> None:
+    sent = new_order_event()
+    await publish(channel, topology, sent)  # the relay ran before the consumer's first start
+    received: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        received.append(delivery)
+
+    subscriber = Subscriber(amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, handler)
+    await subscriber.start()
+    try:
+        await eventually(lambda: len(received) == 1)
+    finally:
+        await subscriber.stop()
+    assert received[0].envelope.event_id == sent.event_id
+    assert await count_messages(channel, topology.unrouted_queue) == 0
+
+
 async def test_a_failing_handler_is_retried_with_back_off_then_dead_lettered_with_its_reason(
     amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
 ) -> None:

@@ -9,7 +9,8 @@ Topology, for ``Topology(exchange="order-platform.events", queue_prefix="order-p
   alternate exchange ``order-platform.events.unrouted`` (fanout) keeps what no queue is bound
   for in the quorum queue ``order-platform.events.unrouted`` -- e.g. a ``new_order`` published
   before any subscriber declared its queue -- instead of the broker dropping it. They wait
-  there for a re-drive for 7 days (an event type nobody subscribes to must not pile up).
+  there for a re-drive for 7 days (an event type nobody subscribes to must not pile up); a
+  ``Subscriber`` re-drives them when it starts, so its first start adopts what it missed.
 - per subscriber and event type, the quorum queue ``order-platform.{subscriber}.{event_type}``,
   bound with the event type. ``x-delivery-limit`` sends a message that keeps killing its
   consumer (nothing acks it) to the dead-letter queue through the dead-letter exchange.
@@ -24,6 +25,12 @@ Topology, for ``Topology(exchange="order-platform.events", queue_prefix="order-p
 
 Publishers should call ``declare_exchange`` and ``publish_envelope``; subscribers use
 ``Subscriber``, which declares its own queues idempotently when it starts.
+
+Tracing: messages carry the W3C trace context in their headers (``traceparent``). A publish
+continues the context found in the headers it is given (the outbox keeps the one of the request
+that wrote the event), else the current one; ``Subscriber`` runs each handler in a span that
+continues the message's context. Metrics: ``bus_events_consumed_total`` by result and
+``bus_event_handling_seconds`` (``order_common.metrics``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +60,9 @@ from aio_pika.abc import (
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from order_common import telemetry
 from order_common.events import Envelope, EventType, parse_envelope
+from order_common.metrics import BUS_EVENTS_CONSUMED, BUS_HANDLING_DURATION, BUS_RESULTS
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +308,9 @@ async def publish_envelope(
 ) -> None:
     """Publish ``envelope`` with its event type as routing key and wait for the broker's
     confirm. Returns only once RabbitMQ has taken responsibility for the message (it is on
-    disk in every queue it was routed to, or in the unrouted queue).
+    disk in every queue it was routed to, or in the unrouted queue). The publish is a span of
+    the trace whose context ``headers`` carry (an outbox row's), or else of the current one;
+    the message carries that span's context.
 
     ``target`` is the exchange from ``declare_exchange``, or a channel plus ``exchange=`` (its
     name). The channel must have publisher confirms on (aio-pika's default). Raises
@@ -311,12 +323,34 @@ async def publish_envelope(
         if exchange is None:
             raise TypeError("publishing through a channel needs the exchange name")
         target = await target.get_exchange(exchange, ensure=False)
-    confirm = await target.publish(
-        envelope_message(envelope, headers),
-        routing_key=envelope.event_type.value,
-        mandatory=False,
-        timeout=confirm_timeout,
-    )
+    parent = telemetry.extract_context(headers) if telemetry.has_trace_context(headers) else None
+    event_type = envelope.event_type.value
+    with telemetry.start_span(
+        f"{event_type} publish",
+        kind=telemetry.SpanKind.PRODUCER,
+        parent=parent,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": target.name,
+            "messaging.rabbitmq.destination.routing_key": event_type,
+            "messaging.message.id": str(envelope.event_id),
+        },
+    ):
+        message = envelope_message(envelope, headers)
+        # This span's context replaces the one the headers came with.
+        telemetry.inject_headers(message.headers)
+        # aio-pika's own timeout starts only once the channel is up; on a robust connection
+        # that is down it would wait for the reconnect. The outer bound keeps the promise above.
+        confirm = await asyncio.wait_for(
+            target.publish(
+                message,
+                routing_key=event_type,
+                mandatory=False,
+                timeout=confirm_timeout,
+            ),
+            confirm_timeout,
+        )
     if confirm is None:
         raise RuntimeError("the channel has no publisher confirms; open it with the default")
 
@@ -334,7 +368,14 @@ class Delivery:
     redelivered: bool = False  # the broker delivered it before without an ack (a crash)
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+class Handled(StrEnum):
+    """What a handler may return (``None`` means ``OK``); counted on the metrics."""
+
+    OK = "ok"
+    DUPLICATE = "duplicate"  # seen before: nothing was done
+
+
+Handler = Callable[[Delivery], Awaitable[Handled | None]]
 
 
 def _attempts_so_far(headers: Mapping[str, Any]) -> int:
@@ -446,6 +487,8 @@ class Subscriber:
             )
             self._dlx = await channel.get_exchange(self.topology.dead_letter_exchange, ensure=False)
             self._channel = channel
+            for result in BUS_RESULTS:  # every series exists from the start, at 0
+                BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result)
             self._consumer_tag = await self._queue.consume(self._on_message)
         except BaseException:
             # e.g. PRECONDITION_FAILED: the queue exists with other arguments.
@@ -453,6 +496,21 @@ class Subscriber:
                 await channel.close()
             raise
         logger.info("consuming %s", self.queue_name, extra={"queue": self.queue_name})
+        await self._adopt_unrouted()
+
+    async def _adopt_unrouted(self) -> None:
+        """Events published before this queue first existed waited in the unrouted queue;
+        now that the queue is bound, send them through the exchange again so none is left
+        behind (the ones nobody subscribes to go back to the unrouted queue)."""
+        from order_common.dlq import redrive  # dlq builds on this module
+
+        try:
+            moved = await redrive(self._connection, self.topology.unrouted_queue)
+        except Exception as exc:  # the queue is consumed already; this is a courtesy
+            logger.warning("could not re-drive the unrouted queue: %s", exc)
+            return
+        if moved:
+            logger.info("re-drove %d unrouted events", moved, extra={"queue": self.queue_name})
 
     async def stop(self, grace_period: float = 30.0) -> None:
         """Stop taking messages, let the running handlers finish (up to ``grace_period`` s;
@@ -507,8 +565,42 @@ class Subscriber:
             if task is not None:
                 self._in_flight.discard(task)
 
+    def _parent_context(self, headers: Mapping[str, Any]) -> Any:
+        """The message's trace context, or the current one when it already continues it (the
+        aio-pika instrumentation's receive span)."""
+        carried = telemetry.extract_context(headers)
+        current = telemetry.current_trace_ids()
+        carried_ids = telemetry.trace_ids(carried)
+        if current is not None and (carried_ids is None or carried_ids[0] == current[0]):
+            return None
+        return carried
+
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
+        with telemetry.start_span(
+            f"{self.event_type.value} process",
+            kind=telemetry.SpanKind.CONSUMER,
+            parent=self._parent_context(headers),
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.queue_name,
+                "messaging.consumer.group.name": self.subscriber,
+                "messaging.message.id": message.message_id or "",
+            },
+        ) as span:
+            start = time.perf_counter()
+            result = await self._settle_traced(message, headers)
+            span.set_attribute("order_platform.result", result)
+            BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result).inc()
+            BUS_HANDLING_DURATION.labels(self.subscriber, self.event_type.value).observe(
+                time.perf_counter() - start, exemplar=telemetry.exemplar()
+            )
+
+    async def _settle_traced(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any]
+    ) -> str:
+        """Handle and settle one message; return its result for the metrics."""
         attempt = _attempts_so_far(headers) + 1
         try:
             envelope = parse_envelope(message.body)
@@ -517,25 +609,33 @@ class Subscriber:
         except ValueError as exc:  # pydantic's ValidationError included
             await self._dead_letter(message, headers, DeadLetterReason.POISON, exc, attempt - 1)
             await message.ack()
-            return
+            return "dead_lettered"
 
         log_extra = {
             "queue": self.queue_name,
             "event_id": str(envelope.event_id),
             "attempt": attempt,
         }
+        result = "ok"
         try:
-            await self._handler(
+            handled = await self._handler(
                 Delivery(envelope, attempt, headers, redelivered=bool(message.redelivered))
             )
+            result = Handled(handled or Handled.OK).value
         except RejectMessage as exc:
+            result = "dead_lettered"
             await self._dead_letter(message, headers, DeadLetterReason.REJECTED, exc, attempt)
         except Exception as exc:
+            trace_span = telemetry.current_span()
+            trace_span.record_exception(exc)
+            trace_span.set_status(telemetry.error_status(exc))
             if attempt >= self.retry.max_attempts:
+                result = "dead_lettered"
                 await self._dead_letter(
                     message, headers, DeadLetterReason.MAX_ATTEMPTS, exc, attempt
                 )
             else:
+                result = "retried"
                 delay = self.retry.delay(attempt)
                 logger.warning(
                     "handler failed (attempt %d of %d), retrying in %.1f s: %s",
@@ -547,6 +647,7 @@ class Subscriber:
                 )
                 await self._publish_retry(message, headers, attempt, delay, exc)
         await message.ack()
+        return result
 
     async def _publish_retry(
         self,

@@ -5,13 +5,11 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+import sqlalchemy.ext.asyncio
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from order_common.metrics import watch_pool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -27,10 +25,14 @@ def naming_metadata() -> MetaData:
 
 
 def build_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """One engine (one pool) per process, built in the lifespan."""
-    return create_async_engine(
+    """One engine (one pool) per process, built in the lifespan. Its pool is reported on the
+    metrics, and its statements are traced once ``setup_telemetry`` ran."""
+    # Looked up on the module at each call: the SQLAlchemy instrumentation wraps it there.
+    engine = sqlalchemy.ext.asyncio.create_async_engine(
         url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
     )
+    watch_pool(engine.sync_engine)
+    return engine
 
 
 def build_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,4 +1,5 @@
-"""HTTP plumbing every service uses: slash-agnostic routes, request ids, CORS."""
+"""HTTP plumbing every service uses: slash-agnostic routes, request ids, CORS, request metrics
+and tracing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_common.logging import request_id_var
+from order_common.metrics import SLASH_TWIN, MetricsMiddleware
 from order_common.settings import ServiceSettings
+from order_common.telemetry import instrument_app
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -28,6 +31,9 @@ class SlashAgnosticRouter(APIRouter):
         if twin != path and (twin or self.prefix):
             twin_kwargs = dict(kwargs, include_in_schema=False)
             twin_kwargs.pop("operation_id", None)
+            # Marks the twin (the route is hidden, so this never shows in the schema): the
+            # metrics count its requests under the documented route.
+            twin_kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), SLASH_TWIN: True}
             super().add_api_route(twin, endpoint, **twin_kwargs)
 
 
@@ -59,6 +65,7 @@ class RequestIdMiddleware:
 
 
 def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
+    """From the outside in: tracing (the server span), request id, metrics, CORS."""
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,
@@ -67,4 +74,6 @@ def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
         allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
         expose_headers=["Link", "Retry-After", REQUEST_ID_HEADER],
     )
+    app.add_middleware(MetricsMiddleware, service=settings.service_name)
     app.add_middleware(RequestIdMiddleware)
+    instrument_app(app)

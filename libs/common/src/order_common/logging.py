@@ -1,17 +1,71 @@
-"""JSON-lines logging with the service name and the request id on every record."""
+"""JSON-lines logging: timestamp, level, service, message, the trace and span ids of the current
+span, and the request id, on every record. Secrets never reach the output: fields named like
+one are masked, and tokens, passwords, key material, password hashes and credentials in URLs
+are masked wherever they appear in a message or a traceback."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from order_common.telemetry import current_trace_ids
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Extras that only repeat the message (uvicorn's ANSI-coloured copy of it).
+_DROPPED = {"color_message"}
+
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    r"password|passwd|secret|token|authorization|api[_-]?key|private[_-]?key|cookie|credential",
+    re.IGNORECASE,
+)
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # PEM blocks of private keys.
+    (
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
+        ),
+        REDACTED,
+    ),
+    # JWTs (three base64url parts, the first a JSON header).
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # Authorization headers.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
+    # Password hashes (they can be cracked offline).
+    (re.compile(r"\$argon2(?:id|i|d)\$[^\s'\")\]}]+"), REDACTED),
+    # user:password@ in URLs (DSNs, broker URLs).
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.I), rf"\1{REDACTED}@"),
+    # password=..., "token": "...", secret: ... in free text.
+    (
+        re.compile(
+            r"(?i)((?:password|passwd|secret|token|api[_-]?key)[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"'&,;}]+"
+        ),
+        rf"\1{REDACTED}",
+    ),
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret-looking part replaced by ``[REDACTED]``."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,17 +79,22 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
+        ids = current_trace_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+            if key not in _RESERVED and key not in _DROPPED and not key.startswith("_"):
+                entry[key] = _redact_value(key, value)
         if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exc_info"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exc_info"] = redact(record.exc_text)
+        return json.dumps(entry, default=lambda value: redact(str(value)))
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

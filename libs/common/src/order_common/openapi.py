@@ -3,7 +3,7 @@
 Every error body is ``{"detail": ...}``: a sentence for domain errors (``ErrorResponse``), a list
 of field problems for invalid input (``ValidationErrorResponse``, FastAPI's own 422 shape). Routes
 declare their errors with ``responses(...)``; the statuses a route can answer with are a contract
-that tests/e2e/test_openapi_contract.py checks against the published documents."""
+that tests/test_openapi_contract.py checks against the published documents."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from order_common.errors import TooManyRequests
+from order_common.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RateLimiter:
             logger.warning("rate limit storage unavailable, not limiting: %s", exc)
             return
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        RATE_LIMIT_REJECTIONS.labels(scope).inc()
         raise TooManyRequests(
             f"rate limit exceeded: {limit}; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},

@@ -20,6 +20,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from auth_service.main import create_app
+    from order_common.telemetry import setup_telemetry
 
     # The lifespan checks the key too, but its refusal would come wrapped in a traceback.
     try:
@@ -27,8 +28,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except SigningKeyError as exc:
         print(f"auth-service: {exc}", file=sys.stderr)
         return 2
+    app = create_app(settings)  # configures the logging
+    setup_telemetry(settings.service_name)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         # The gateway's X-Forwarded-For becomes request.client (rate limits key on it), but

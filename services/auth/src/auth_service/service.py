@@ -6,6 +6,7 @@ import logging
 
 from auth_service.errors import EmailAlreadyRegistered, InvalidCredentials
 from auth_service.keys import IssuedToken, TokenIssuer
+from auth_service.metrics import LOGINS, REGISTRATIONS
 from auth_service.models import EMAIL_MAX_LENGTH, User
 from auth_service.repository import AuthUnitOfWork, EmailTaken
 from auth_service.security import PasswordHasher
@@ -25,6 +26,7 @@ async def register(
     # still decides when two registrations race.
     async with uow:
         if await uow.users.get_by_email(email) is not None:
+            REGISTRATIONS.labels("conflict").inc()
             raise EmailAlreadyRegistered()
     # Hash outside the transaction: no pooled connection is held during the slow part.
     password_hash = await hasher.hash(password)
@@ -32,8 +34,10 @@ async def register(
         try:
             user = await uow.users.add(email, password_hash)
         except EmailTaken as exc:
+            REGISTRATIONS.labels("conflict").inc()
             raise EmailAlreadyRegistered() from exc
         await uow.commit()
+    REGISTRATIONS.labels("created").inc()
     logger.info("user registered", extra={"user_id": user.id})
     return user
 
@@ -58,6 +62,7 @@ async def issue_token(
     # An unknown user is verified against a dummy hash: both failures cost the same.
     valid, new_hash = await hasher.verify(password, stored_hash)
     if user_id is None or not valid:
+        LOGINS.labels("failure").inc()
         raise InvalidCredentials()
     if new_hash is not None:
         async with uow:
@@ -65,5 +70,6 @@ async def issue_token(
             await uow.commit()
         logger.info("password hash upgraded", extra={"user_id": user_id})
     token = await issuer.issue(str(user_id))
+    LOGINS.labels("success").inc()
     logger.info("token issued", extra={"user_id": user_id})
     return token

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from event_consumer.main import run
 from event_consumer.settings import Settings
 from order_common.logging import configure_logging
+from order_common.metrics import start_metrics_server
+from order_common.telemetry import setup_telemetry
 
 
 async def _serve(settings: Settings) -> None:
@@ -28,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ).parse_args(argv)
     settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
+    setup_telemetry(settings.service_name)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     asyncio.run(_serve(settings))
 
 

@@ -16,9 +16,10 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from event_consumer.settings import Settings
-from order_common.bus import Delivery
+from order_common.bus import Delivery, Handled
 from order_common.events import NewOrder
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_common.telemetry import SpanKind, inject_headers, start_span
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class NewOrderHandler:
     def _key(self, event_id: uuid.UUID) -> str:
         return f"{self._settings.redis_key_prefix}:dedup:new_order:{event_id}"
 
-    async def __call__(self, delivery: Delivery) -> None:
+    async def __call__(self, delivery: Delivery) -> Handled:
         envelope = delivery.envelope
         order = envelope.data
         assert isinstance(order, NewOrder)
@@ -77,18 +78,12 @@ class NewOrderHandler:
         if not claimed:
             if await self._redis.get(key) == _SENT:
                 logger.info("duplicate new_order skipped order_id=%s", order.order_id, extra=extra)
-                return
+                return Handled.DUPLICATE
             raise EventInFlight(f"event {envelope.event_id} is being handled by another delivery")
 
         payload = ProcessOrder(order_id=order.order_id, event_id=envelope.event_id)
         try:
-            # send_task blocks on the broker: keep it off the event loop.
-            await asyncio.to_thread(
-                self._celery.send_task,
-                PROCESS_ORDER_TASK,
-                kwargs=payload.model_dump(mode="json"),
-                queue=self._settings.celery_queue,
-            )
+            await self._send(payload)
         except Exception:
             # Release the claim so the retry can send (unless it already expired and another
             # delivery took it).
@@ -97,3 +92,27 @@ class NewOrderHandler:
             raise
         await self._redis.set(key, _SENT, ex=self._settings.dedup_ttl_seconds)
         logger.info("process_order sent order_id=%s", order.order_id, extra=extra)
+        return Handled.OK
+
+    async def _send(self, payload: ProcessOrder) -> None:
+        """Send the task with this trace's context in its headers: the worker's task span
+        continues it. (Celery's own instrumentation cannot: it only follows tasks it has
+        registered, and this process sends by name.)"""
+        with start_span(
+            f"{PROCESS_ORDER_TASK} send",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "celery",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self._settings.celery_queue,
+                "celery.task_name": PROCESS_ORDER_TASK,
+            },
+        ):
+            # send_task blocks on the broker: keep it off the event loop.
+            await asyncio.to_thread(
+                self._celery.send_task,
+                PROCESS_ORDER_TASK,
+                kwargs=payload.model_dump(mode="json"),
+                queue=self._settings.celery_queue,
+                headers=inject_headers(),
+            )

@@ -9,11 +9,13 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from order_common.bus import Delivery, RejectMessage
+from order_common.bus import Delivery, Handled, RejectMessage
 from order_common.errors import NotFound
 from order_common.events import OrderProcessed
+from order_common.telemetry import exemplar
 from orders_service import service
 from orders_service.cache import OrderCache
+from orders_service.metrics import PROCESSING_LAG
 from orders_service.uow import OrdersUnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class OrderProcessedHandler:
         self._session_factory = session_factory
         self._cache = cache
 
-    async def __call__(self, delivery: Delivery) -> None:
+    async def __call__(self, delivery: Delivery) -> Handled:
         event = delivery.envelope.data
         assert isinstance(event, OrderProcessed)  # the subscriber validated the event type
         extra = {"order_id": str(event.order_id), "event_id": str(delivery.envelope.event_id)}
@@ -45,8 +47,11 @@ class OrderProcessedHandler:
             # an unknown id is a bad event, which no retry can fix.
             raise RejectMessage(f"no order {event.order_id}") from exc
         if outcome.changed:
+            order = outcome.order
+            if order.processed_at is not None:
+                lag = (order.processed_at - order.created_at).total_seconds()
+                PROCESSING_LAG.observe(max(0.0, lag), exemplar=exemplar())
             logger.info("order_processed applied order_id=%s", event.order_id, extra=extra)
-        else:
-            logger.info(
-                "order_processed duplicate ignored order_id=%s", event.order_id, extra=extra
-            )
+            return Handled.OK
+        logger.info("order_processed duplicate ignored order_id=%s", event.order_id, extra=extra)
+        return Handled.DUPLICATE

@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
 from order_common.errors import install_error_handlers
 from order_common.health import HEALTH_TAG, ReadinessCheck, health_router
-from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.http import install_middleware
 from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
 from orders_service.cache import OrderCache
@@ -92,16 +91,5 @@ def create_app(
     install_error_handlers(app)
     install_middleware(app, settings)
     app.include_router(health_router(readiness_checks))
-    app.include_router(_metrics_router())
     app.include_router(orders_router)
     return app
-
-
-def _metrics_router() -> SlashAgnosticRouter:
-    router = SlashAgnosticRouter(tags=["health"])
-
-    @router.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return router

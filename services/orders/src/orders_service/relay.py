@@ -38,8 +38,15 @@ from order_common.bus import Subscriber, connect, declare_exchange, publish_enve
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
 from order_common.events import EventType, parse_envelope
+from order_common.telemetry import untraced
 from orders_service.cache import OrderCache
 from orders_service.consumer import SUBSCRIBER, OrderProcessedHandler
+from orders_service.metrics import (
+    EVENTS_PUBLISHED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    PUBLISH_FAILURES,
+)
 from orders_service.models import OutboxEvent
 from orders_service.repository import OUTBOX_CHANNEL
 from orders_service.settings import Settings
@@ -54,6 +61,8 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 _BACKOFF_MIN_SECONDS = 0.5
 _BACKOFF_MAX_SECONDS = 15.0
 _PURGE_BATCH = 1000
+# How often the backlog gauges are refreshed (at most; the poll interval if shorter).
+BACKLOG_REFRESH_SECONDS = 5.0
 
 
 def backoff(failures: int) -> float:
@@ -111,6 +120,12 @@ class OutboxPublisher:
         self._confirm_timeout = confirm_timeout
 
     async def publish_batch(self) -> BatchResult:
+        # The claim and the bookkeeping run every poll: untraced. Each publish is traced, in
+        # the trace of the request that wrote its event (see ``publish_envelope``).
+        with untraced():
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> BatchResult:
         async with OrdersUnitOfWork(self._session_factory) as uow:
             rows = await uow.outbox.claim_unpublished(self.batch_size)
             if not rows:
@@ -132,6 +147,9 @@ class OutboxPublisher:
             if failures:
                 await uow.outbox.count_failed_attempt([row.id for row, _ in failures])
             await uow.commit()
+        for row, outcome in zip(rows, outcomes, strict=True):
+            counter = PUBLISH_FAILURES if isinstance(outcome, BaseException) else EVENTS_PUBLISHED
+            counter.labels(event_type=row.event_type).inc()
         if failures:
             row, exc = failures[0]
             logger.warning(
@@ -212,6 +230,7 @@ class OutboxRelay:
             tasks.create_task(self._publish_forever(stop))
             tasks.create_task(self._listen_forever(stop))
             tasks.create_task(self._purge_forever(stop))
+            tasks.create_task(self._measure_forever(stop))
 
     async def _publish_forever(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -284,11 +303,22 @@ class OutboxRelay:
                 logger.warning("lost the LISTEN connection; polling until it is back")
                 await _wait(stop, _BACKOFF_MIN_SECONDS)
 
+    async def _measure_forever(self, stop: asyncio.Event) -> None:
+        """Refresh the backlog gauges (every relay does; dashboards take the max)."""
+        interval = min(BACKLOG_REFRESH_SECONDS, self._settings.relay_poll_interval_seconds)
+        while not stop.is_set():
+            try:
+                await measure_backlog(self._session_factory)
+            except Exception as exc:
+                logger.warning("outbox backlog not measured: %s", f"{type(exc).__name__}: {exc}")
+            await _wait(stop, interval)
+
     async def _purge_forever(self, stop: asyncio.Event) -> None:
         retention = timedelta(hours=self._settings.outbox_retention_hours)
         while not stop.is_set():
             try:
-                deleted = await purge_published(self._session_factory, retention)
+                with untraced():
+                    deleted = await purge_published(self._session_factory, retention)
             except Exception as exc:
                 logger.warning("outbox clean-up failed: %s", f"{type(exc).__name__}: {exc}")
             else:
@@ -299,6 +329,16 @@ class OutboxRelay:
                         self._settings.outbox_retention_hours,
                     )
             await _wait(stop, self._settings.outbox_cleanup_interval_seconds)
+
+
+async def measure_backlog(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """Set the backlog gauges from the outbox: unpublished events and the oldest one's age."""
+    with untraced():
+        async with OrdersUnitOfWork(session_factory) as uow:
+            count, oldest = await uow.outbox.backlog()
+    OUTBOX_BACKLOG.set(count)
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+    OUTBOX_OLDEST_AGE.set(max(0.0, age))
 
 
 # --- the process ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order_common.events import Envelope
+from order_common.telemetry import inject_headers
 from orders_service.models import Order, OutboxEvent
 
 # Relays LISTEN here; the NOTIFY is sent only when the writing transaction commits.
@@ -61,17 +62,31 @@ class OutboxRepository:
     async def add(
         self, event: Envelope[Any], *, headers: dict[str, str] | None = None
     ) -> OutboxEvent:
+        """``headers`` default to the current trace context (the request's), which the relay's
+        publish continues: one trace follows the order from the POST through the bus."""
         row = OutboxEvent(
             id=event.event_id,
             event_type=event.event_type.value,
             payload=event.model_dump(mode="json"),
-            headers=headers or {},
+            headers=inject_headers() if headers is None else headers,
             created_at=event.occurred_at,
         )
         self.session.add(row)
         # An empty payload lets PostgreSQL fold the notifications of one transaction into one.
         await self.session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
         return row
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many events wait to be published, and when the oldest was written (the partial
+        index of unpublished events serves both)."""
+        row = (
+            await self.session.execute(
+                select(func.count(), func.min(OutboxEvent.created_at)).where(
+                    OutboxEvent.published_at.is_(None)
+                )
+            )
+        ).one()
+        return int(row[0]), row[1]
 
     async def claim_unpublished(self, limit: int) -> Sequence[OutboxEvent]:
         """Lock up to ``limit`` of the oldest unpublished events. Rows another relay holds are

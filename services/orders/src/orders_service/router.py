@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, Response, status
+from fastapi import Body, Depends, Path, Response, status
 
 from order_common.http import SlashAgnosticRouter
 from order_common.openapi import (
@@ -87,6 +87,11 @@ TAGS = [
         "needs `Authorization: Bearer <token>` from `POST /token/`, and you only ever see your "
         "own orders.",
     }
+]
+
+OrderId = Annotated[uuid.UUID, Path(description="The order's `id`, as `POST /orders/` answered.")]
+UserId = Annotated[
+    int, Path(description="Your own user id: the `id` from `POST /register/`, your token's `sub`.")
 ]
 
 router = SlashAgnosticRouter(
@@ -177,7 +182,7 @@ async def create_order(
     },
 )
 async def list_user_orders(
-    user_id: int, user: CurrentUser, uow: UoW, page: Page, response: Response
+    user_id: UserId, user: CurrentUser, uow: UoW, page: Page, response: Response
 ) -> list[OrderRead]:
     result = await service.list_user_orders(
         uow, requester_id=user.user_id, user_id=user_id, limit=page.limit, cursor=page.cursor
@@ -203,7 +208,7 @@ async def list_user_orders(
         *_EVERY_ROUTE, _ORDER_NOT_FOUND, VALIDATION_ERROR, validation_example=_BAD_ORDER_ID
     ),
 )
-async def get_order(order_id: uuid.UUID, user: CurrentUser, uow: UoW, cache: Cache) -> OrderRead:
+async def get_order(order_id: OrderId, user: CurrentUser, uow: UoW, cache: Cache) -> OrderRead:
     return await service.get_order(uow, cache, user_id=user.user_id, order_id=order_id)
 
 
@@ -237,7 +242,7 @@ async def get_order(order_id: uuid.UUID, user: CurrentUser, uow: UoW, cache: Cac
     ),
 )
 async def change_order_status(
-    order_id: uuid.UUID,
+    order_id: OrderId,
     body: Annotated[OrderStatusUpdate, Body(openapi_examples=_STATUS_EXAMPLES)],
     user: CurrentUser,
     uow: UoW,

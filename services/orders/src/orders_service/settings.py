@@ -60,6 +60,17 @@ class Settings(ServiceSettings, BusSettings):
         gt=0,
         description="relay: how often it deletes the published outbox events past retention",
     )
+    relay_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="relay: port of its Prometheus metrics (`/metrics`; the API serves its "
+        "own on the HTTP port); 0 turns it off",
+    )
+    relay_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="relay: address the metrics port listens on (`0.0.0.0` in a container)",
+    )
 
     @field_validator("rate_limit_orders")
     @classmethod

@@ -15,6 +15,7 @@ from celery import Celery
 from redis import Redis
 
 from order_common.events import Envelope
+from order_common.telemetry import instrument_redis
 from order_worker.publisher import BusPublisher
 from order_worker.settings import Settings
 
@@ -46,12 +47,14 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
         sockets."""
         if self._resources is None or self._resources_pid != os.getpid():
             settings = self.settings
+            redis = Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+            )
+            instrument_redis(redis)
             self._resources = WorkerResources(
-                redis=Redis.from_url(
-                    settings.redis_url,
-                    socket_timeout=settings.redis_timeout_seconds,
-                    socket_connect_timeout=settings.redis_timeout_seconds,
-                ),
+                redis=redis,
                 publisher=BusPublisher(settings.amqp_url, settings.bus_topology()),
             )
             self._resources_pid = os.getpid()

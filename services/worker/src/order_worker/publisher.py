@@ -16,6 +16,7 @@ from kombu.messaging import Producer
 
 from order_common.bus import JSON, UNROUTED_QUEUE_ARGUMENTS, Topology
 from order_common.events import Envelope
+from order_common.telemetry import SpanKind, inject_headers, start_span
 
 _RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
 
@@ -48,8 +49,25 @@ class BusPublisher:
 
     def publish(self, envelope: Envelope[Any], headers: Mapping[str, Any] | None = None) -> None:
         """Publish and wait for the broker's confirm; raises (kombu/amqp errors) if it was not
-        confirmed, after a few reconnecting retries."""
-        with self._lock:
+        confirmed, after a few reconnecting retries. Like ``publish_envelope``, the publish is
+        a span of the current trace (the task's) and the message carries its context."""
+        event_type = envelope.event_type.value
+        with (
+            start_span(
+                f"{event_type} publish",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": self._exchange.name,
+                    "messaging.rabbitmq.destination.routing_key": event_type,
+                    "messaging.message.id": str(envelope.event_id),
+                },
+            ),
+            self._lock,
+        ):
+            message_headers = dict(headers or {})
+            inject_headers(message_headers)
             if self._producer is None:
                 self._producer = Producer(self._connection)
             self._producer.publish(
@@ -60,7 +78,7 @@ class BusPublisher:
                 content_type=JSON,
                 content_encoding="utf-8",
                 delivery_mode=2,
-                headers=dict(headers or {}),
+                headers=message_headers,
                 message_id=str(envelope.event_id),
                 type=envelope.event_type.value,
                 retry=True,

@@ -1,0 +1,189 @@
+"""`make bench-pipeline`: how long an order takes through the event pipeline.
+
+Starts the stack as `make run` does (tests/stack.py) with no processing delay in the worker,
+places orders through the gateway at a steady rate, and reports per order:
+
+- POST: the HTTP answer of `POST /orders/` (the order and its outbox row committed);
+- processed: POST sent → `processed_at`, the worker's clock when it finished;
+- visible: POST sent → the relay applied `order_processed` (`GET /orders/{id}/` shows it),
+  read from the relay's log line `order_processed applied order_id=...`.
+
+All clocks are this machine's. Options: --rate (orders/s), --seconds, --timeout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from orders_service.relay import asyncpg_dsn
+from tests.stack import ROOT, Stack, running_stack
+
+ORDER = {
+    "items": [
+        {"name": "Laptop", "quantity": 1, "price": "400.00"},
+        {"name": "Mouse", "quantity": 2, "price": "25.50"},
+    ],
+    "total_price": "451.00",
+}
+
+
+async def _token(client: httpx.AsyncClient) -> str:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    await client.post("/register/", json={"email": email, "password": "bench-pass"})
+    issued = await client.post("/token/", data={"username": email, "password": "bench-pass"})
+    issued.raise_for_status()
+    token: str = issued.json()["access_token"]
+    return token
+
+
+async def _wait_processed(dsn: str, ids: list[str], within: float) -> dict[str, datetime]:
+    """``processed_at`` of each order in ``ids`` that got one within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    connection = await asyncpg.connect(dsn)
+    try:
+        while True:
+            rows = await connection.fetch(
+                "SELECT id::text, processed_at FROM orders "
+                "WHERE id = ANY($1::uuid[]) AND processed_at IS NOT NULL",
+                ids,
+            )
+            if len(rows) == len(ids) or time.monotonic() > deadline:
+                return {row["id"]: row["processed_at"] for row in rows}
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+
+
+def _applied_at(logs: str) -> dict[str, float]:
+    """When the relay applied `order_processed`, per order id, from its JSON log lines."""
+    applied: dict[str, float] = {}
+    for line in logs.splitlines():
+        _, _, document = line.partition("| ")
+        if "order_processed applied" not in document:
+            continue
+        try:
+            entry = json.loads(document)
+        except ValueError:
+            continue
+        applied[entry["order_id"]] = datetime.fromisoformat(entry["timestamp"]).timestamp()
+    return applied
+
+
+def _summary(values_ms: list[float]) -> dict[str, float]:
+    if not values_ms:
+        return {"count": 0}
+    ordered = sorted(values_ms)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else []
+    return {
+        "count": len(ordered),
+        "median_ms": statistics.median(ordered),
+        "p90_ms": cuts[89] if cuts else ordered[0],
+        "p99_ms": cuts[98] if cuts else ordered[0],
+        "max_ms": ordered[-1],
+    }
+
+
+async def measure(stack: Stack, rate: float, seconds: float, wait: float) -> dict[str, Any]:
+    dsn = asyncpg_dsn(stack.env["ORDERS_DATABASE_URL"])
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10, limits=limits) as client:
+        auth = {"Authorization": f"Bearer {await _token(client)}"}
+
+        # Warm-up: the worker and every consumer are really there before the clock starts.
+        warm = (await client.post("/orders/", json=ORDER, headers=auth)).json()["id"]
+        if not await _wait_processed(dsn, [warm], 60):
+            raise SystemExit(f"the warm-up order was not processed:\n{stack.logs()[-4000:]}")
+
+        sent: dict[str, float] = {}
+        post_ms: list[float] = []
+        errors = 0
+
+        async def place() -> None:
+            nonlocal errors
+            started, clock = time.time(), time.perf_counter()
+            response = await client.post("/orders/", json=ORDER, headers=auth)
+            post_ms.append((time.perf_counter() - clock) * 1000)
+            if response.status_code != 201:
+                errors += 1
+                return
+            sent[response.json()["id"]] = started
+
+        total = int(rate * seconds)
+        begin = time.perf_counter()
+        tasks = []
+        for n in range(total):
+            delay = begin + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(place()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - begin
+
+    processed = await _wait_processed(dsn, list(sent), wait)
+    await asyncio.sleep(1.0)  # the log file may trail the database by a moment
+    applied = _applied_at(stack.logs())
+    return {
+        "orders": total,
+        "rate_per_s": total / elapsed,
+        "post_errors": errors,
+        "unprocessed": len(sent) - len(processed),
+        "post": _summary(post_ms),
+        "processed": _summary(
+            [(processed[i].timestamp() - sent[i]) * 1000 for i in sent if i in processed]
+        ),
+        "visible": _summary([(applied[i] - sent[i]) * 1000 for i in sent if i in applied]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=20.0, help="orders per second")
+    parser.add_argument("--seconds", type=float, default=15.0, help="how long to place orders")
+    parser.add_argument("--timeout", type=float, default=60.0, help="wait for the last ones")
+    args = parser.parse_args()
+
+    extra = {
+        "ORDERS_RATE_LIMIT_ORDERS": "100000000/minute",
+        "WORKER_PROCESSING_DELAY_SECONDS": "0",
+    }
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), extra) as stack:
+        result = asyncio.run(measure(stack, args.rate, args.seconds, args.timeout))
+
+    print(
+        f"\n{result['orders']} orders at {result['rate_per_s']:.1f}/s through the gateway; "
+        f"{result['post_errors']} failed POSTs, {result['unprocessed']} never processed"
+    )
+    print(f"{'':28} {'n':>5} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    labels = {
+        "post": "POST /orders/ answered",
+        "processed": "POST -> processed_at",
+        "visible": "POST -> visible in GET",
+    }
+    for key, label in labels.items():
+        row = result[key]
+        if not row["count"]:
+            print(f"{label:28} {0:5}")
+            continue
+        print(
+            f"{label:28} {row['count']:5} {row['median_ms']:10.1f} {row['p90_ms']:8.1f} "
+            f"{row['p99_ms']:8.1f} {row['max_ms']:8.1f}"
+        )
+    out = ROOT / ".run" / "bench-pipeline.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

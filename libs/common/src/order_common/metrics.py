@@ -1,0 +1,202 @@
+"""Prometheus metrics every service shares: HTTP requests, the event bus, rate limits, the
+database pool; and how they are exposed (``/metrics`` on the API, a metrics port for the
+processes without one).
+
+Latency histograms carry the trace id as an exemplar; Prometheus sees exemplars when it
+scrapes in the OpenMetrics format, which both endpoints serve when asked for it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from order_common.telemetry import exemplar
+
+# Set by ``order_common.http.SlashAgnosticRouter`` in the hidden twin's ``openapi_extra``.
+SLASH_TWIN = "x-slash-twin"
+
+logger = logging.getLogger(__name__)
+
+# No `*_created` series beside every counter and histogram: Prometheus has no use for them here.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template (never the raw path) and status code.",
+    ["service", "method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request's arrival to the end of its response, by route template.",
+    ["service", "method", "route"],
+)
+# The label of requests that matched no route: their paths are whatever clients send.
+UNMATCHED_ROUTE = "unmatched"
+
+# --- event bus ------------------------------------------------------------------------------
+
+BUS_RESULTS = ("ok", "duplicate", "retried", "dead_lettered")
+BUS_EVENTS_CONSUMED = Counter(
+    "bus_events_consumed_total",
+    "Bus messages handled, by result: ok, duplicate (already applied; nothing done), retried "
+    "(the handler failed; back to the retry queue), dead_lettered (parked in the DLQ).",
+    ["subscriber", "event_type", "result"],
+)
+BUS_HANDLING_DURATION = Histogram(
+    "bus_event_handling_seconds",
+    "Time a subscriber's handler took for one message, whatever its result.",
+    ["subscriber", "event_type"],
+)
+
+# --- rate limits ----------------------------------------------------------------------------
+
+RATE_LIMIT_REJECTIONS = Counter(
+    "rate_limit_rejections_total",
+    "Requests refused with 429 by a rate limit, by scope (token-ip, token-username, "
+    "register-ip, orders).",
+    ["scope"],
+)
+
+
+def _route_label(scope: Scope) -> str:
+    """The template of the route that served the request, in its documented form: the
+    slash-less (or slashed) twin of a ``SlashAgnosticRouter`` route counts as the route."""
+    route: BaseRoute | None = scope.get("route")
+    path = getattr(route, "path", None)
+    if route is None or not isinstance(path, str):
+        return UNMATCHED_ROUTE
+    if (getattr(route, "openapi_extra", None) or {}).get(SLASH_TWIN):
+        return path[:-1] if path.endswith("/") else path + "/"
+    return path
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status. Installed inside the
+    tracing middleware, so the latency exemplar names the request's trace."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = _route_label(scope)
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_REQUEST_DURATION.labels(self.service, method, route).observe(
+                time.perf_counter() - start, exemplar=exemplar()
+            )
+
+
+def metrics_response(request: Request, registry: CollectorRegistry = REGISTRY) -> Response:
+    """The registry in the format the scraper asks for (OpenMetrics carries exemplars)."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(registry), media_type=content_type)
+
+
+# --- metrics port for the processes without an HTTP API ---------------------------------------
+
+
+def start_metrics_server(port: int, host: str = "127.0.0.1", *, registry: Any = None) -> bool:
+    """Serve ``registry`` (default: this process's) on ``host:port`` from a daemon thread;
+    ``port`` 0 turns it off. Returns whether it started."""
+    if port == 0:
+        return False
+    start_http_server(port, addr=host, registry=registry or REGISTRY)
+    logger.info("metrics on http://%s:%d/metrics", host, port)
+    return True
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry that adds up the metrics of every process writing to
+    ``PROMETHEUS_MULTIPROC_DIR`` (a Celery prefork worker and its children)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+# --- database pool --------------------------------------------------------------------------
+
+
+class PoolCollector(Collector):
+    """Connections of each SQLAlchemy pool of this process, read when scraped."""
+
+    def __init__(self) -> None:
+        self._engines: weakref.WeakValueDictionary[int, Engine] = weakref.WeakValueDictionary()
+
+    def add(self, engine: Engine) -> None:
+        self._engines[id(engine)] = engine
+
+    def collect(self) -> Iterable[Metric]:
+        connections = GaugeMetricFamily(
+            "db_pool_connections",
+            "Connections of the SQLAlchemy pool by state: checked_out (in use), idle "
+            "(open, in the pool), overflow (beyond the pool size).",
+            labels=["database", "state"],
+        )
+        size = GaugeMetricFamily(
+            "db_pool_size",
+            "Configured connections of the pool (before overflow).",
+            labels=["database"],
+        )
+        for engine in list(self._engines.values()):
+            pool: Any = engine.pool
+            database = engine.url.database or ""
+            try:
+                checked_out, idle = pool.checkedout(), pool.checkedin()
+                overflow, configured = max(0, pool.overflow()), pool.size()
+            except AttributeError:  # a pool kind without counters (NullPool)
+                continue
+            connections.add_metric([database, "checked_out"], checked_out)
+            connections.add_metric([database, "idle"], idle)
+            connections.add_metric([database, "overflow"], overflow)
+            size.add_metric([database], configured)
+        yield connections
+        yield size
+
+
+POOLS = PoolCollector()
+REGISTRY.register(POOLS)
+
+
+def watch_pool(engine: Engine) -> None:
+    """Report ``engine``'s pool on this process's metrics."""
+    POOLS.add(engine)

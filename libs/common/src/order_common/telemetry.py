@@ -1,0 +1,281 @@
+"""Tracing with OpenTelemetry, configured only by the standard ``OTEL_*`` variables.
+
+Each process calls ``setup_telemetry(name)`` once at start (a Celery prefork worker: in each
+child, after the fork). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) set,
+spans go to that OTLP receiver (``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf``, the
+default, or ``grpc``); without it no exporter runs, though trace ids are still made, so the
+logs of one request or one order share a ``trace_id`` across processes. ``OTEL_SDK_DISABLED``,
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
+``OTEL_PROPAGATORS`` and ``OTEL_BSP_*`` work as the specification says.
+
+Libraries traced: FastAPI (``instrument_app``), SQLAlchemy (each engine built by
+``order_common.db.build_engine``; the asyncpg driver is not traced as well, which would
+duplicate every statement), Redis (the clients the services build, never Celery's broker
+connection, whose polling would fill the traces), httpx, aio-pika, Celery (in the worker).
+What the official instrumentations do not cover carries the W3C context in message headers
+through ``inject_headers`` / ``extract_context``: the outbox row (it keeps the context of the
+request that wrote it, and the relay's publish continues it), ``Subscriber``'s handling of a
+message, the event consumer's ``send_task``, and the worker's kombu publish."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
+
+TRACER_NAME = "order_platform"
+# Probes and scrapes would bury the requests that matter.
+UNTRACED_URLS = "healthz,readyz,metrics"
+
+_lock = threading.Lock()
+_configured_pid: int | None = None
+_provider: Any = None
+
+__all__ = [
+    "SpanKind",
+    "current_span",
+    "current_trace_ids",
+    "error_status",
+    "exemplar",
+    "extract_context",
+    "has_trace_context",
+    "inject_headers",
+    "instrument_app",
+    "instrument_celery",
+    "instrument_redis",
+    "setup_telemetry",
+    "shutdown_telemetry",
+    "start_span",
+    "trace_ids",
+    "tracer",
+    "untraced",
+]
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def _exporter() -> Any:
+    """The OTLP span exporter the environment asks for, or None."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint:
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    if protocol != "http/protobuf":
+        logger.warning("OTLP protocol %s is not supported; using http/protobuf", protocol)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
+
+
+def setup_telemetry(service_name: str) -> None:
+    """Install the tracer provider and the library instrumentations, once per process.
+
+    ``service_name`` is the ``service.name`` unless ``OTEL_SERVICE_NAME`` (or
+    ``OTEL_RESOURCE_ATTRIBUTES``) names one."""
+    global _configured_pid, _provider
+    with _lock:
+        if _configured_pid == os.getpid():
+            return
+        _configured_pid = os.getpid()
+        if _env_true("OTEL_SDK_DISABLED"):
+            logger.info("OpenTelemetry disabled by OTEL_SDK_DISABLED")
+            return
+
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        resource = Resource.create()
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+        provider = TracerProvider(resource=resource)
+        exporter = _exporter()
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _provider = provider
+        _instrument_libraries()
+        logger.info(
+            "tracing as %s, %s",
+            resource.attributes.get(SERVICE_NAME),
+            "exporting over OTLP"
+            if exporter
+            else "no exporter (OTEL_EXPORTER_OTLP_ENDPOINT unset)",
+        )
+
+
+def _instrument_libraries() -> None:
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    for instrumentor in (HTTPXClientInstrumentor(), AioPikaInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+    sqlalchemy = SQLAlchemyInstrumentor()
+    if not sqlalchemy.is_instrumented_by_opentelemetry:
+        # Traces every engine created from now on (see order_common.db). Its declared range
+        # stops below SQLAlchemy 2.1, but what it uses (engine events) is unchanged there;
+        # tests/observability checks the statement spans.
+        sqlalchemy.instrument(skip_dep_check=True)
+
+
+def shutdown_telemetry() -> None:
+    """Export what is buffered; for processes that end without ``atexit`` (Celery children)."""
+    provider = _provider
+    if provider is not None:
+        provider.shutdown()
+
+
+def instrument_app(app: FastAPI) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
+    )
+
+
+def instrument_celery() -> None:
+    """Trace the tasks this process runs (a Celery worker child), continuing the context the
+    sender put in the task's headers."""
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def instrument_redis(client: Any) -> None:
+    """Trace the commands of one Redis client (sync or asyncio)."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor.instrument_client(client)
+
+
+def tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+@contextlib.contextmanager
+def start_span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: otel_context.Context | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    """A current span of our tracer. ``parent`` (a context extracted from a message or an
+    outbox row) replaces the current context for the span and everything inside it."""
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        with tracer().start_as_current_span(
+            name, kind=kind, attributes=dict(attributes or {})
+        ) as span:
+            yield span
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
+class _HeaderGetter(Getter[Mapping[str, Any]]):
+    """AMQP and JSON headers: values may be bytes, and keys are taken as they are."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        return [str(value)]
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [str(key) for key in carrier]
+
+
+_getter = _HeaderGetter()
+
+
+def inject_headers(headers: MutableMapping[str, Any] | None = None) -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``), added to
+    ``headers`` when given. Empty when there is no recording context."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if headers is not None:
+        headers.update(carrier)
+    return carrier
+
+
+def extract_context(headers: Mapping[str, Any] | None) -> otel_context.Context:
+    """The trace context carried by ``headers`` (an empty context when there is none)."""
+    return propagate.extract(headers or {}, getter=_getter)
+
+
+def has_trace_context(headers: Mapping[str, Any] | None) -> bool:
+    return trace.get_current_span(extract_context(headers)).get_span_context().is_valid
+
+
+def trace_ids(ctx: otel_context.Context | None = None) -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` of the span of ``ctx`` (default: the current one) as
+    lower-case hex, or None."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    return trace_ids()
+
+
+def current_span() -> Span:
+    return trace.get_current_span()
+
+
+def error_status(exc: BaseException) -> Status:
+    return Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500])
+
+
+def exemplar() -> dict[str, str] | None:
+    """The exemplar labels for an observation made now: the current trace id."""
+    ids = current_trace_ids()
+    return {"trace_id": ids[0]} if ids else None
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """No instrumentation spans inside (background polling that would only add noise). A span
+    started inside with an explicit ``parent`` is traced again, with its children."""
+    with suppress_instrumentation():
+        yield

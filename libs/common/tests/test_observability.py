@@ -1,0 +1,284 @@
+"""Metrics, logs and trace-context helpers of order_common (the whole stack's traces, metrics
+and logs are checked end to end in tests/observability)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client import REGISTRY
+
+from order_common import telemetry
+from order_common.errors import install_error_handlers
+from order_common.health import health_router
+from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.logging import JsonFormatter, redact, request_id_var
+from order_common.settings import ServiceSettings
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+SPAN_ID = 0xB7AD6B7169203331
+
+
+@contextmanager
+def in_span() -> Iterator[None]:
+    context = SpanContext(TRACE_ID, SPAN_ID, is_remote=False, trace_flags=TraceFlags(1))
+    with trace.use_span(NonRecordingSpan(context)):
+        yield
+
+
+# --- HTTP metrics ---------------------------------------------------------------------------
+
+
+def app(service: str) -> FastAPI:
+    application = FastAPI(redirect_slashes=False)
+    router = SlashAgnosticRouter()
+
+    @router.get("/items/{item_id}/")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    application.include_router(router)
+    application.include_router(health_router(dict))
+    install_error_handlers(application)
+    install_middleware(application, ServiceSettings(service_name=service, _env_file=None))  # type: ignore[call-arg]
+    return application
+
+
+def requests(service: str, route: str, status: str, method: str = "GET") -> float:
+    labels = {"service": service, "method": method, "route": route, "status": status}
+    return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+
+async def test_requests_are_counted_by_route_template_never_by_raw_path() -> None:
+    service = "metrics-test-routes"
+    transport = httpx.ASGITransport(app=app(service), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for path in ("/items/1/", "/items/2", "/items/3/"):
+            assert (await http.get(path)).status_code == 200
+        assert (await http.get("/items/x/")).status_code == 422
+        assert (await http.get("/no/such/path/123")).status_code == 404
+        assert (await http.get("/boom")).status_code == 500
+
+    assert requests(service, "/items/{item_id}/", "200") == 3  # the slash-less twin included
+    assert requests(service, "/items/{item_id}/", "422") == 1
+    assert requests(service, "unmatched", "404") == 1
+    assert requests(service, "/boom", "500") == 1
+    text = (await _metrics(service, "text/plain")).text
+    assert "/items/1" not in text
+    assert "/no/such/path" not in text
+    count = REGISTRY.get_sample_value(
+        "http_request_duration_seconds_count",
+        {"service": service, "method": "GET", "route": "/items/{item_id}/"},
+    )
+    assert count == 4
+
+
+async def _metrics(service: str, accept: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        return await http.get("/metrics", headers={"Accept": accept})
+
+
+async def test_metrics_speak_openmetrics_with_trace_exemplars_when_asked() -> None:
+    service = "metrics-test-exemplars"
+    transport = httpx.ASGITransport(app=app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with in_span():
+            assert (await http.get("/items/7/")).status_code == 200
+
+    openmetrics = await _metrics(service, "application/openmetrics-text; version=1.0.0")
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    exemplars = [
+        line
+        for line in openmetrics.text.splitlines()
+        if line.startswith("http_request_duration_seconds_bucket")
+        and service in line
+        and "#" in line
+    ]
+    assert any(f'trace_id="{TRACE_ID:032x}"' in line for line in exemplars)
+    assert openmetrics.text.rstrip().endswith("# EOF")
+
+    plain = await _metrics(service, "text/plain")
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert "trace_id" not in plain.text  # the classic format has no exemplars
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+def log_line(message: str, *args: object, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord("test", logging.INFO, __file__, 1, message, args, None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    line: dict[str, object] = json.loads(JsonFormatter("svc").format(record))
+    return line
+
+
+def test_a_log_line_names_service_trace_span_and_request() -> None:
+    token = request_id_var.set("req-1")
+    try:
+        with in_span():
+            line = log_line("hello %s", "world")
+    finally:
+        request_id_var.reset(token)
+    assert line["message"] == "hello world"
+    assert line["service"] == "svc"
+    assert line["level"] == "INFO"
+    assert "timestamp" in line
+    assert line["trace_id"] == f"{TRACE_ID:032x}"
+    assert line["span_id"] == f"{SPAN_ID:016x}"
+    assert line["request_id"] == "req-1"
+
+
+def test_uvicorns_colour_copy_of_the_message_is_dropped() -> None:
+    line = log_line("started", color_message="\x1b[32mstarted\x1b[0m")
+    assert "color_message" not in line
+
+
+def test_secrets_never_reach_a_log_line() -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    line = log_line(
+        "login password=%s with %s via amqp://guest:guest@rabbit:5672/",
+        "hunter2",
+        f"Bearer {jwt}",
+        password="hunter2",
+        access_token=jwt,
+        error="IntegrityError [parameters: ('a@b.c', "
+        "'$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA')]",
+    )
+    text = json.dumps(line)
+    for secret in ("hunter2", jwt, "guest:guest", "$argon2id"):
+        assert secret not in text
+    assert line["password"] == "[REDACTED]"
+    assert line["access_token"] == "[REDACTED]"
+    assert "amqp://guest:[REDACTED]@rabbit" in str(line["message"])
+
+
+def test_a_private_key_in_a_traceback_is_masked() -> None:
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----"
+    assert "MIIEvQIBADANBg" not in redact(f"ValueError: bad key {pem}")
+
+
+def test_plain_words_are_left_alone() -> None:
+    for text in ("token issued", "user registered", "order_processed applied", "passed 3"):
+        assert redact(text) == text
+
+
+# --- trace context --------------------------------------------------------------------------
+
+
+def test_the_trace_context_goes_into_headers_and_comes_back() -> None:
+    with in_span():
+        headers = telemetry.inject_headers({"x-attempts": 1})
+    assert headers["traceparent"] == f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"
+    carried = telemetry.extract_context({"traceparent": headers["traceparent"].encode()})
+    assert telemetry.trace_ids(carried) == (f"{TRACE_ID:032x}", f"{SPAN_ID:016x}")
+    assert telemetry.has_trace_context(headers)
+    assert not telemetry.has_trace_context({})
+    assert telemetry.inject_headers() == {}  # no span: nothing to carry
+
+
+def _configured(env: dict[str, str]) -> dict[str, object]:
+    """What setup_telemetry installs in a fresh process with ``env``."""
+    script = textwrap.dedent(
+        """
+        import json
+        from opentelemetry import trace
+        from order_common.telemetry import setup_telemetry
+
+        setup_telemetry("fallback-name")
+        provider = trace.get_tracer_provider()
+        active = getattr(provider, "_active_span_processor", None)
+        exporters = [
+            type(getattr(processor, "_batch_processor", processor)._exporter).__module__
+            for processor in getattr(active, "_span_processors", ())
+        ]
+        resource = getattr(provider, "resource", None)
+        service = resource.attributes.get("service.name") if resource else None
+        print(json.dumps({"provider": type(provider).__name__, "service": service,
+                          "exporters": exporters}))
+        """
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("env", "service", "exporter"),
+    [
+        ({}, "fallback-name", None),
+        ({"OTEL_SERVICE_NAME": "from-env"}, "from-env", None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "fallback-name", "http"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            },
+            "fallback-name",
+            "grpc",
+        ),
+    ],
+)
+def test_tracing_is_configured_by_the_standard_otel_variables_only(
+    env: dict[str, str], service: str, exporter: str | None
+) -> None:
+    configured = _configured(env)
+    assert configured["provider"] == "TracerProvider"
+    assert configured["service"] == service
+    exporters = configured["exporters"]
+    assert isinstance(exporters, list)
+    if exporter is None:
+        assert exporters == []
+    else:
+        assert len(exporters) == 1
+        assert f"proto.{exporter}" in exporters[0]
+
+
+def test_otel_sdk_disabled_leaves_tracing_off() -> None:
+    configured = _configured({"OTEL_SDK_DISABLED": "true"})
+    assert configured["provider"] != "TracerProvider"
+
+
+def test_the_log_output_of_a_real_logger_is_one_json_object_per_line() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("svc"))
+    logger = logging.getLogger("order_common.tests.lines")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        logger.info("one")
+        try:
+            raise ValueError("password=swordfish")
+        except ValueError:
+            logger.exception("two")
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["one", "two"]
+    assert "swordfish" not in lines[1]["exc_info"]
