@@ -33,36 +33,36 @@ class RateLimits:
         )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_uow(request: Request) -> AuthUnitOfWork:
+async def get_uow(request: Request) -> AuthUnitOfWork:
     return AuthUnitOfWork(request.app.state.session_factory)
 
 
-def get_hasher(request: Request) -> PasswordHasher:
+async def get_hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.password_hasher
     return hasher
 
 
-def get_token_issuer(request: Request) -> TokenIssuer:
+async def get_token_issuer(request: Request) -> TokenIssuer:
     issuer: TokenIssuer = request.app.state.token_issuer
     return issuer
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 
 
-def get_rate_limits(request: Request) -> RateLimits:
+async def get_rate_limits(request: Request) -> RateLimits:
     limits: RateLimits = request.app.state.rate_limits
     return limits
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     # uvicorn sets the client from X-Forwarded-For only when the peer is a trusted proxy
     # (AUTH_FORWARDED_ALLOW_IPS), so a client cannot pick its own address.
     return request.client.host if request.client else "unknown"

@@ -1,5 +1,7 @@
 """Request dependencies, as ``Annotated`` aliases. Resources come from app state (built in the
-lifespan); FastAPI caches each dependency per request, so the token is verified once."""
+lifespan); FastAPI caches each dependency per request, so the token is verified once. Each is
+``async def`` even without I/O: FastAPI runs a plain ``def`` in the thread pool, a hand-off per
+request."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from orders_service.uow import OrdersUnitOfWork
 _bearer = HTTPBearer(auto_error=False, description="An access token from the auth service.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,14 +32,14 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_uow(request: Request) -> OrdersUnitOfWork:
+async def get_uow(request: Request) -> OrdersUnitOfWork:
     return OrdersUnitOfWork(request.app.state.session_factory)
 
 
 UoW = Annotated[OrdersUnitOfWork, Depends(get_uow)]
 
 
-def get_cache(request: Request) -> OrderCache:
+async def get_cache(request: Request) -> OrderCache:
     cache: OrderCache = request.app.state.cache
     return cache
 
@@ -77,7 +79,7 @@ def _invalid_query(name: str, message: str, value: object, error_type: str) -> E
     )
 
 
-def get_page_params(
+async def get_page_params(
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, description="Orders per page.")] = None,
     cursor: Annotated[
