@@ -173,17 +173,95 @@ def test_observability_overlay_turns_telemetry_on(
     stack: dict[str, Any], core: dict[str, Any]
 ) -> None:
     for name in APPS:
-        assert core["services"][name]["environment"]["OTEL_SDK_DISABLED"] == "true"
-        env = stack["services"][name]["environment"]
-        assert env["OTEL_SDK_DISABLED"] == "false"
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
-    targets = yaml.safe_load(
-        (support.ROOT / "compose" / "observability" / "prometheus.yml").read_text()
-    )
-    scraped = {
-        t for job in targets["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+        env = core["services"][name]["environment"]
+        # The SDK stays on (trace ids in the logs); without an endpoint it exports nothing.
+        assert env.get("OTEL_SDK_DISABLED", "false") != "true", name
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env, name
+        overlay = stack["services"][name]["environment"]
+        assert overlay.get("OTEL_SDK_DISABLED", "false") != "true", name
+        assert overlay["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317", name
+        assert overlay["OTEL_SERVICE_NAME"] == env["OTEL_SERVICE_NAME"], name
+
+
+PROMETHEUS_DIR = support.ROOT / "prometheus"
+# job -> (compose service, port): what the rules and dashboards select on, and who serves it.
+SCRAPED = {
+    "auth": ("auth", 8001),
+    "orders": ("api", 8002),
+    "orders-relay": ("orders-relay", 9101),
+    "event-consumer": ("consumer", 9102),
+    "worker": ("celery_worker", 9103),
+    "rabbitmq": ("rabbitmq", 15692),
+    "rabbitmq-queues": ("rabbitmq", 15692),
+}
+# Processes without an HTTP API: the settings that put their metrics port on the network.
+METRICS_SETTINGS = {
+    "orders-relay": "ORDERS_RELAY_METRICS",
+    "consumer": "CONSUMER_METRICS",
+    "celery_worker": "WORKER_METRICS",
+}
+
+
+def test_prometheus_runs_the_repository_config_and_rules(stack: dict[str, Any]) -> None:
+    prometheus = stack["services"]["prometheus"]
+    assert mounts(prometheus)["/etc/prometheus"] == str(PROMETHEUS_DIR)
+    assert "--config.file=/etc/prometheus/compose.yml" in prometheus["command"]
+    assert "--enable-feature=exemplar-storage" in prometheus["command"]
+    config = yaml.safe_load((PROMETHEUS_DIR / "compose.yml").read_text())
+    # Relative to the config file: /etc/prometheus/rules/*.yml, i.e. prometheus/rules/.
+    assert config["rule_files"] == ["rules/*.yml"]
+    assert list(PROMETHEUS_DIR.glob("rules/*.yml"))
+    # The compose copy the repository config replaced is gone.
+    assert not (support.ROOT / "compose" / "observability" / "prometheus.yml").exists()
+
+
+def test_prometheus_targets_are_the_compose_services(stack: dict[str, Any]) -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "compose.yml").read_text())
+    jobs = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in config["scrape_configs"]
     }
-    assert {"auth:8001", "api:8002", "rabbitmq:15692"} <= scraped
+    for job, (service, port) in SCRAPED.items():
+        assert jobs.get(job) == [f"{service}:{port}"], job
+        assert service in stack["services"], job
+    # The job names are those of the `make prometheus` config, which the rules select on.
+    local = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert {j["job_name"] for j in local["scrape_configs"]} <= set(jobs)
+    rules = (PROMETHEUS_DIR / "rules" / "order-platform.yml").read_text()
+    assert 'job=~"auth|orders|orders-relay|event-consumer|worker"' in rules
+
+
+def test_metrics_ports_listen_on_the_compose_network(core: dict[str, Any]) -> None:
+    for service, prefix in METRICS_SETTINGS.items():
+        env = core["services"][service]["environment"]
+        assert env[f"{prefix}_HOST"] == "0.0.0.0", service  # noqa: S104
+        job = next(j for j, (s, _) in SCRAPED.items() if s == service)
+        assert int(env.get(f"{prefix}_PORT", SCRAPED[job][1])) == SCRAPED[job][1], service
+    # The settings exist under these names (a typo would leave the port on loopback).
+    assert not support.unknown_settings(
+        {f"{p}_{s}" for p in METRICS_SETTINGS.values() for s in ("HOST", "PORT")}
+    )
+    plugins = (support.ROOT / "k8s" / "dev-data" / "config" / "enabled_plugins").read_text()
+    assert "rabbitmq_prometheus" in plugins
+    assert mounts(core["services"]["rabbitmq"])["/etc/rabbitmq/enabled_plugins"] == str(
+        support.ROOT / "k8s" / "dev-data" / "config" / "enabled_plugins"
+    )
+
+
+def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
+    stack: dict[str, Any],
+) -> None:
+    provisioning = support.ROOT / "compose" / "observability" / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "datasources.yaml").read_text())
+    by_type = {s["type"]: s for s in sources["datasources"]}
+    assert by_type["jaeger"]["uid"] == "jaeger"
+    assert by_type["prometheus"]["jsonData"]["exemplarTraceIdDestinations"] == [
+        {"name": "trace_id", "datasourceUid": "jaeger"}
+    ]
+    providers = yaml.safe_load((provisioning / "dashboards" / "dashboards.yaml").read_text())
+    path = providers["providers"][0]["options"]["path"]
+    grafana = mounts(stack["services"]["grafana"])
+    assert grafana[path] == str(support.ROOT / "dashboards")
 
 
 def test_prometheus_config_is_valid() -> None:
@@ -191,13 +269,7 @@ def test_prometheus_config_is_valid() -> None:
     if not promtool:
         pytest.skip("promtool (Debian prometheus) not installed")
     result = subprocess.run(
-        [
-            promtool,
-            "check",
-            "config",
-            "--syntax-only",
-            str(support.ROOT / "compose" / "observability" / "prometheus.yml"),
-        ],
+        [promtool, "check", "config", "--syntax-only", str(PROMETHEUS_DIR / "compose.yml")],
         capture_output=True,
         text=True,
     )

@@ -129,11 +129,19 @@ def test_long_running_containers_have_probes(rendered: dict[str, list[dict]], pr
             where = f"{workload['metadata']['name']}/{container['name']}"
             assert container.get("livenessProbe"), where
             assert container.get("readinessProbe"), where
-            if container.get("ports"):
+            ports = {p["name"] for p in container.get("ports", [])}
+            if "http" in ports:
                 # Web services: alive on /healthz, ready (dependencies answer) on /readyz.
                 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
                 path = container["readinessProbe"]["httpGet"]["path"]
                 assert path == ("/healthz" if container["name"] == "gateway" else "/readyz"), where
+            elif ports:
+                # No HTTP API: alive = the metrics server (it serves only /metrics) answers.
+                assert ports == {"metrics"}, where
+                assert container["livenessProbe"]["httpGet"] == {
+                    "path": "/metrics",
+                    "port": "metrics",
+                }, where
 
 
 def test_service_accounts_do_not_mount_tokens(rendered: dict[str, list[dict]]) -> None:
@@ -313,8 +321,8 @@ def test_network_policies_default_deny_then_allow_only_the_architecture(
             for s in r.get("from", [])
         ]
 
-    # auth: the gateway, orders (JWKS), monitoring. orders: the gateway and monitoring. Workers:
-    # nobody.
+    # auth: the gateway, orders (JWKS), monitoring. orders: the gateway and monitoring. The
+    # relay, consumer and worker: monitoring on their metrics port only. Migrations: nobody.
     auth_sources = ingress_sources("auth")
     assert {
         "podSelector": {
@@ -326,8 +334,16 @@ def test_network_policies_default_deny_then_allow_only_the_architecture(
         }
     } in auth_sources
     assert all(auth_sources)
-    for worker in ("orders-relay", "event-consumer", "worker", "migrations"):
-        assert ingress_sources(worker) == [], worker
+    assert ingress_sources("migrations") == []
+    monitoring = support.PROFILES["dev"]["networkPolicy"]["monitoringPeers"]  # type: ignore[index]
+    for worker in ("orders-relay", "event-consumer", "worker"):
+        assert ingress_sources(worker) == monitoring, worker
+        policy = named(objects, "NetworkPolicy", f"{FULL}-{worker}-ingress")
+        assert [r["ports"] for r in policy["spec"]["ingress"]] == [
+            [{"port": "metrics", "protocol": "TCP"}]
+        ], worker
+    for web in ("auth", "orders"):
+        assert all(m in ingress_sources(web) for m in monitoring), web
     orders_sources = ingress_sources("orders")
     assert not any(
         s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
@@ -402,18 +418,108 @@ def test_ingress_fallback_and_optional_nginx_gateway(rendered: dict[str, list[di
 
 
 # --- monitoring -----------------------------------------------------------------------------------
-def test_service_monitor_scrapes_the_web_services(rendered: dict[str, list[dict]]) -> None:
+# The job names the alert rules and the dashboards select on (prometheus/prometheus.yml).
+JOBS = {"auth", "orders", "orders-relay", "event-consumer", "worker"}
+METRICS_PORTS = {"orders-relay": 9101, "event-consumer": 9102, "worker": 9103}
+RULES = support.ROOT / "prometheus" / "rules" / "order-platform.yml"
+
+
+def test_service_monitor_scrapes_all_five_jobs(rendered: dict[str, list[dict]]) -> None:
     objects = rendered["dev"]
     monitor = by_kind(objects, "ServiceMonitor")[0]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    selector = monitor["spec"]["selector"]["matchLabels"]
+    spec = monitor["spec"]
+    selector = spec["selector"]["matchLabels"]
     scraped = [
-        s["metadata"]["name"]
+        s
         for s in by_kind(objects, "Service")
         if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
     ]
-    assert sorted(scraped) == [f"{FULL}-auth", f"{FULL}-orders"]
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sorted(s["metadata"]["name"] for s in scraped) == sorted(f"{FULL}-{j}" for j in JOBS)
+    # Prometheus's `job` is the Service's jobLabel: the rules' and dashboards' job names.
+    assert {s["metadata"]["labels"][spec["jobLabel"]] for s in scraped} == JOBS
+    endpoints = {e["port"]: e for e in spec["endpoints"]}
+    assert set(endpoints) == {"http", "metrics"}
+    assert all(e["path"] == "/metrics" for e in endpoints.values())
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    for service in scraped:
+        component = service["metadata"]["labels"]["app.kubernetes.io/component"]
+        (port,) = service["spec"]["ports"]
+        assert port["name"] in endpoints, component
+        # The Service's port reaches a named container port of the component's pods.
+        container = pod_spec(deployments[f"{FULL}-{component}"])["containers"][0]
+        container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert port["targetPort"] in container_ports, component
+        if component in METRICS_PORTS:
+            assert port["name"] == "metrics", component
+            assert container_ports["metrics"] == port["port"] == METRICS_PORTS[component]
+
+
+def test_metrics_ports_listen_on_all_interfaces(rendered: dict[str, list[dict]]) -> None:
+    prefixes = {
+        "orders-relay": "ORDERS_RELAY_METRICS",
+        "event-consumer": "CONSUMER_METRICS",
+        "worker": "WORKER_METRICS",
+    }
+    for profile in ("default", "dev", "all-on"):
+        for component, prefix in prefixes.items():
+            deployment = named(rendered[profile], "Deployment", f"{FULL}-{component}")
+            env = {e["name"]: e.get("value") for e in pod_spec(deployment)["containers"][0]["env"]}
+            where = f"{profile}/{component}"
+            assert env[f"{prefix}_HOST"] == ALL_INTERFACES, where
+            assert env[f"{prefix}_PORT"] == str(METRICS_PORTS[component]), where
+    assert not support.unknown_settings(
+        {f"{p}_{s}" for p in prefixes.values() for s in ("HOST", "PORT")}
+    )
+
+
+def test_worker_metrics_directory_is_writable(rendered: dict[str, list[dict]]) -> None:
+    for profile in ("default", "all-on"):
+        worker = named(rendered[profile], "Deployment", f"{FULL}-worker")
+        container = pod_spec(worker)["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        directory = env["PROMETHEUS_MULTIPROC_DIR"]
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+        volume = next(v for v in pod_spec(worker)["volumes"] if v["name"] == mount["name"])
+        assert "emptyDir" in volume
+        assert not mount.get("readOnly")
+
+
+def test_prometheus_rule_carries_the_repository_rules(rendered: dict[str, list[dict]]) -> None:
+    import yaml
+
+    repository = yaml.safe_load(RULES.read_text())["groups"]
+    for profile in ("dev", "all-on"):
+        rule = by_kind(rendered[profile], "PrometheusRule")[0]
+        groups = rule["spec"]["groups"]
+        # Verbatim: the Prometheus templates of the annotations were not run through tpl.
+        assert groups[: len(repository)] == repository, profile
+        names = [g["name"] for g in groups]
+        assert len(names) == len(set(names)), names  # the operator rejects duplicate groups
+    annotations = [
+        r["annotations"]["summary"]
+        for g in by_kind(rendered["dev"], "PrometheusRule")[0]["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    assert any("{{ $labels.job }}" in a for a in annotations)
+    extra = by_kind(rendered["all-on"], "PrometheusRule")[0]["spec"]["groups"]
+    assert extra[-1]["name"] == "extra"
+    # Every job the rules expect to be up is one the ServiceMonitor scrapes.
+    assert 'job=~"auth|orders|orders-relay|event-consumer|worker"' in RULES.read_text()
+
+
+def test_repository_rules_are_in_the_chart() -> None:
+    in_chart = support.CHART / "rules" / RULES.name
+    assert in_chart.is_file(), "link them: ln -s ../../prometheus/rules helm/order-platform/rules"
+    assert in_chart.read_text() == RULES.read_text()
+
+
+def test_prometheus_rule_without_the_rules_file_fails(helm: Any, chart_copy: Path) -> None:
+    shutil.rmtree(chart_copy / "rules")
+    with pytest.raises(helm.HelmError):
+        support.render({"prometheusRule": {"enabled": True}}, chart=chart_copy)
 
 
 @pytest.fixture

@@ -42,8 +42,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The components. Each entry: values key, resource name suffix, and what it needs:
-  web       serves HTTP on .port (Service, HTTP probes, route target)
+  web       serves HTTP on .port (Service, HTTP probes, route target); /metrics on that port
+  metrics   (processes without an HTTP API) the prefix of its *_METRICS_HOST/_PORT settings:
+            /metrics on .metricsPort (container port "metrics", Service, ServiceMonitor)
   secrets   env var name -> key in the connections Secret
+The resource name suffix is also the component label, which the ServiceMonitor makes the
+Prometheus `job` (auth, orders, orders-relay, event-consumer, worker: what the rules and the
+dashboards select on).
 Call with (dict "root" $ "key" "auth").
 */}}
 {{- define "op.components" -}}
@@ -65,6 +70,7 @@ orders:
 ordersRelay:
   name: orders-relay
   web: false
+  metrics: ORDERS_RELAY_METRICS
   configMap: orders
   secrets:
     ORDERS_DATABASE_URL: orders-database-url
@@ -73,6 +79,7 @@ ordersRelay:
 eventConsumer:
   name: event-consumer
   web: false
+  metrics: CONSUMER_METRICS
   configMap: event-consumer
   secrets:
     CONSUMER_AMQP_URL: amqp-url
@@ -81,6 +88,7 @@ eventConsumer:
 worker:
   name: worker
   web: false
+  metrics: WORKER_METRICS
   configMap: worker
   secrets:
     WORKER_CELERY_BROKER_URL: celery-broker-url
@@ -148,10 +156,10 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Standard OTEL_* variables: the only telemetry configuration (STYLE.md). */}}
+{{/* Standard OTEL_* variables: the only telemetry configuration (STYLE.md). With telemetry off
+     no endpoint is set, so nothing is exported, while logs keep their trace ids. */}}
 {{- define "op.telemetryEnv" -}}
 OTEL_SERVICE_NAME: {{ .name | quote }}
-OTEL_SDK_DISABLED: {{ (not .root.Values.telemetry.enabled) | toString | quote }}
 {{- if .root.Values.telemetry.enabled }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ .root.Values.telemetry.otlpEndpoint | quote }}
 OTEL_EXPORTER_OTLP_PROTOCOL: {{ .root.Values.telemetry.otlpProtocol | quote }}
