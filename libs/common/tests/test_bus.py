@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,71 +21,43 @@ from order_common.bus import (
     ERROR_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
-    Delivery,
     RejectMessage,
     RetryPolicy,
-    Subscriber,
     Topology,
-    connect,
     dead_letter_queue_name,
     declare_exchange,
     declare_subscription,
-    delete_exchanges,
-    delete_subscription,
     publish_envelope,
     retry_queue_name,
 )
 from order_common.dlq import count_messages, peek, redrive
-from order_common.events import Envelope, EventType, NewOrder, envelope, parse_envelope
-from order_common.orders import OrderItem, OrderStatus
+from order_common.events import Envelope, EventType, parse_envelope
+from order_common.subscriber import Delivery, Subscriber
+from order_common.testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    eventually,
+    new_order_event,
+    run_id,
+    run_topology,
+)
+from order_common.testing import queue_count as counter
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SUBSCRIBER = "tester"
-
-
-def new_order_event() -> Envelope[Any]:
-    return envelope(
-        EventType.NEW_ORDER,
-        NewOrder(
-            order_id=uuid.uuid4(),
-            user_id=1,
-            items=[OrderItem(name="Laptop", quantity=1, price="400.00")],
-            total_price="400.00",
-            status=OrderStatus.PENDING,
-            created_at=datetime.now(UTC),
-        ),
-    )
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await _value(check()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def _value(result: Awaitable[bool] | bool) -> bool:
-    return await result if inspect.isawaitable(result) else result
 
 
 @pytest.fixture(scope="module")
 async def amqp() -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect(AMQP_URL, name="order-common-tests")
-    yield connection
-    await connection.close()
+    async with amqp_connection(AMQP_URL, name="order-common-tests") as connection:
+        yield connection
 
 
 @pytest.fixture
 async def topology(amqp: AbstractRobustConnection) -> AsyncIterator[Topology]:
-    run = uuid.uuid4().hex[:10]
-    topology = Topology(exchange=f"test-{run}.events", queue_prefix=f"test-{run}")
+    topology = run_topology(run_id())
     yield topology
-    channel = await amqp.channel()
-    for event_type in EventType:
-        await delete_subscription(channel, topology, SUBSCRIBER, event_type)
-    await delete_exchanges(channel, topology)
-    await channel.close()
+    await delete_topology(amqp, topology, [(SUBSCRIBER, event_type) for event_type in EventType])
 
 
 @pytest.fixture
@@ -102,15 +72,6 @@ async def publish(
 ) -> None:
     exchange = await declare_exchange(channel, topology)
     await publish_envelope(exchange, env)
-
-
-def counter(
-    channel: aio_pika.abc.AbstractChannel, queue: str, expected: int
-) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await count_messages(channel, queue) == expected
-
-    return check
 
 
 def test_the_back_off_doubles_up_to_its_cap() -> None:

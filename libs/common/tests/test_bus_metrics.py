@@ -7,47 +7,42 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import REGISTRY
 
 from order_common.bus import (
-    Delivery,
-    Handled,
     RejectMessage,
     RetryPolicy,
-    Subscriber,
     Topology,
-    connect,
     declare_exchange,
-    delete_exchanges,
-    delete_subscription,
     publish_envelope,
 )
-from order_common.events import EventType, NewOrder, envelope
-from order_common.orders import OrderItem, OrderStatus
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from order_common.events import EventType
+from order_common.subscriber import Delivery, Handled, Subscriber
+from order_common.testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    new_order_event,
+    run_id,
+    run_topology,
+)
 
 
 @pytest.fixture
 async def amqp() -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect(AMQP_URL, name="order-common-metrics-tests")
-    yield connection
-    await connection.close()
+    async with amqp_connection(AMQP_URL, name="order-common-metrics-tests") as connection:
+        yield connection
 
 
 @pytest.fixture
 async def topology(amqp: AbstractRobustConnection) -> AsyncIterator[Topology]:
-    run = uuid.uuid4().hex[:10]
-    topology = Topology(exchange=f"test-{run}.events", queue_prefix=f"test-{run}")
+    run = run_id()
+    topology = run_topology(run)
     yield topology
-    channel = await amqp.channel()
-    await delete_subscription(channel, topology, f"metrics-{run}", EventType.NEW_ORDER)
-    await delete_exchanges(channel, topology)
-    await channel.close()
+    await delete_topology(amqp, topology, [(f"metrics-{run}", EventType.NEW_ORDER)])
 
 
 def consumed(subscriber: str, result: str) -> float:
@@ -85,17 +80,7 @@ async def test_each_message_is_counted_by_its_result(
         channel = await amqp.channel()
         exchange = await declare_exchange(channel, topology)
         for outcome in ("ok", "duplicate", "reject", "fail"):
-            event = envelope(
-                EventType.NEW_ORDER,
-                NewOrder(
-                    order_id=uuid.uuid4(),
-                    user_id=1,
-                    items=[OrderItem(name="Pen", quantity=1, price="1.00")],  # type: ignore[arg-type]
-                    total_price="1.00",  # type: ignore[arg-type]
-                    status=OrderStatus.PENDING,
-                    created_at=datetime.now(UTC),
-                ),
-            )
+            event = new_order_event(name="Pen", price="1.00")
             outcomes[event.event_id] = outcome
             await publish_envelope(exchange, event)
         await channel.close()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from order_common import testing
 from order_common.events import (
     EventType,
     NewOrder,
@@ -14,18 +15,10 @@ from order_common.events import (
     json_schemas,
     parse_envelope,
 )
-from order_common.orders import OrderItem, OrderStatus
 
 
 def new_order() -> NewOrder:
-    return NewOrder(
-        order_id=uuid.uuid4(),
-        user_id=7,
-        items=[OrderItem(name="Laptop", quantity=1, price="400.00")],  # type: ignore[arg-type]
-        total_price="400.00",  # type: ignore[arg-type]
-        status=OrderStatus.PENDING,
-        created_at=datetime.now(UTC),
-    )
+    return testing.new_order(user_id=7)
 
 
 def test_an_envelope_round_trips_through_json() -> None:

@@ -1,31 +1,32 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from event_consumer.consumer import SUBSCRIBER
 from event_consumer.settings import Settings
-from order_common.bus import connect, delete_exchanges, delete_subscription
 from order_common.events import EventType
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from order_common.testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_redis_keys,
+    delete_topology,
+    run_id,
+)
 
 
 @pytest.fixture(scope="module")
 async def amqp() -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect(AMQP_URL, name="event-consumer-tests")
-    yield connection
-    await connection.close()
+    async with amqp_connection(AMQP_URL, name="event-consumer-tests") as connection:
+        yield connection
 
 
 @pytest.fixture
 async def settings(amqp: AbstractRobustConnection) -> AsyncIterator[Settings]:
     """This test's own exchange, queues, Redis keys and Celery key prefix; all removed after."""
-    run = uuid.uuid4().hex[:10]
+    run = run_id()
     settings = Settings(
         environment="test",
         amqp_url=AMQP_URL,
@@ -38,15 +39,6 @@ async def settings(amqp: AbstractRobustConnection) -> AsyncIterator[Settings]:
     )
     yield settings
 
-    channel = await amqp.channel()
-    await delete_subscription(channel, settings.bus_topology(), SUBSCRIBER, EventType.NEW_ORDER)
-    await delete_exchanges(channel, settings.bus_topology())
-    await channel.close()
-    for url, prefix in (
-        (settings.redis_url, settings.redis_key_prefix),
-        (settings.celery_broker_url, settings.celery_key_prefix),
-    ):
-        client = aioredis.Redis.from_url(url)
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
-        await client.aclose()
+    await delete_topology(amqp, settings.bus_topology(), [(SUBSCRIBER, EventType.NEW_ORDER)])
+    await delete_redis_keys(settings.redis_url, settings.redis_key_prefix)
+    await delete_redis_keys(settings.celery_broker_url, settings.celery_key_prefix)

@@ -2,46 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import inspect
 import json
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from event_consumer.settings import Settings
-from order_common.events import Envelope, EventType, NewOrder, envelope
-from order_common.orders import OrderItem, OrderStatus
+from order_common import testing
+from order_common.testing import Check, new_order_event
+
+__all__ = ["celery_tasks", "eventually", "new_order_event"]
 
 
-def new_order_event() -> Envelope[Any]:
-    return envelope(
-        EventType.NEW_ORDER,
-        NewOrder(
-            order_id=uuid.uuid4(),
-            user_id=1,
-            items=[OrderItem(name="Laptop", quantity=1, price="400.00")],
-            total_price="400.00",
-            status=OrderStatus.PENDING,
-            created_at=datetime.now(UTC),
-        ),
-    )
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+async def eventually(check: Check, timeout: float = 15.0) -> None:
+    """`order_common.testing.eventually`, with this suite's longer default timeout."""
+    await testing.eventually(check, timeout)
 
 
 async def celery_tasks(settings: Settings) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ through a mock transport (auth is another service)."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import secrets
 import time
@@ -27,10 +26,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from order_common.bus import delete_exchanges, delete_subscription
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
+from order_common.testing import AMQP_URL, amqp_connection, delete_topology, run_id
 from orders_service import relay
 from orders_service.consumer import SUBSCRIBER
 from orders_service.main import create_app
@@ -40,7 +39,6 @@ POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # Nothing listens on port 1: connections are refused at once.
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 JWKS_URL = "http://auth.test/.well-known/jwks.json"
 ISSUER = "order-platform-auth"
 AUDIENCE = "order-platform"
@@ -250,9 +248,8 @@ async def relay_db(relay_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 async def amqp() -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    yield connection
-    await connection.close()
+    async with amqp_connection(AMQP_URL) as connection:
+        yield connection
 
 
 @pytest.fixture
@@ -266,7 +263,7 @@ async def relay_settings(
     (deleted afterwards, messages included); the outbox starts empty."""
     async with relay_db.begin() as conn:
         await conn.execute(text("DELETE FROM outbox_events"))
-    run = secrets.token_hex(5)
+    run = run_id()
     names = {"bus_exchange": f"test-{run}.events", "bus_queue_prefix": f"test-{run}"}
 
     def make(**overrides: Any) -> Settings:
@@ -281,22 +278,7 @@ async def relay_settings(
         return make_settings(**values)
 
     yield make
-    topology = make().bus_topology()
-    channel = await amqp.channel()
-    await delete_subscription(channel, topology, SUBSCRIBER, EventType.ORDER_PROCESSED)
-    await delete_exchanges(channel, topology)
-    await channel.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    await delete_topology(amqp, make().bus_topology(), [(SUBSCRIBER, EventType.ORDER_PROCESSED)])
 
 
 @asynccontextmanager

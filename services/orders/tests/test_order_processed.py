@@ -22,12 +22,13 @@ from order_common.bus import dead_letter_queue_name, declare_exchange, publish_e
 from order_common.dlq import count_messages, peek
 from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
+from order_common.testing import eventually
 from orders_service import service
 from orders_service.consumer import SUBSCRIBER
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
-from .conftest import VALID_ORDER, User, eventually, running_relay
+from .conftest import VALID_ORDER, User, running_relay
 
 PlaceOrder = Callable[..., Awaitable[dict[str, Any]]]
 

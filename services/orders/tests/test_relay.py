@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import connect, declare_exchange
 from order_common.db import build_session_factory
-from order_common.events import EventType, NewOrder, envelope
-from order_common.orders import OrderItem, OrderStatus
+from order_common.events import EventType
+from order_common.testing import AMQP_URL, eventually, new_order_event
 from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
-from .conftest import AMQP_URL, VALID_ORDER, User, eventually, running_relay
+from .conftest import VALID_ORDER, User, running_relay
 
 MakeSettings = Callable[..., Settings]
 
@@ -58,20 +57,7 @@ async def published_events(
 
 async def add_outbox_events(relay_db: AsyncEngine, count: int) -> list[str]:
     """``count`` committed `new_order` events, in one transaction (the relay sees only rows)."""
-    events = [
-        envelope(
-            EventType.NEW_ORDER,
-            NewOrder(
-                order_id=uuid.uuid4(),
-                user_id=1,
-                items=[OrderItem(name="Pen", quantity=1, price="1.00")],  # type: ignore[arg-type]
-                total_price="1.00",  # type: ignore[arg-type]
-                status=OrderStatus.PENDING,
-                created_at=datetime.now(UTC),
-            ),
-        )
-        for _ in range(count)
-    ]
+    events = [new_order_event(name="Pen", price="1.00") for _ in range(count)]
     async with OrdersUnitOfWork(build_session_factory(relay_db)) as uow:
         for event in events:
             await uow.outbox.add(event)

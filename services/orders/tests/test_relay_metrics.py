@@ -4,7 +4,6 @@ context each outbox row keeps for the publish to continue."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -13,24 +12,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.db import build_session_factory
-from order_common.events import Envelope, EventType, NewOrder, envelope
-from order_common.orders import OrderItem, OrderStatus
+from order_common.events import Envelope, NewOrder
+from order_common.testing import new_order_event
 from orders_service.relay import measure_backlog
 from orders_service.uow import OrdersUnitOfWork
 
 
 def new_order() -> Envelope[NewOrder]:
-    return envelope(
-        EventType.NEW_ORDER,
-        NewOrder(
-            order_id=uuid.uuid4(),
-            user_id=1,
-            items=[OrderItem(name="Pen", quantity=1, price="1.00")],  # type: ignore[arg-type]
-            total_price="1.00",  # type: ignore[arg-type]
-            status=OrderStatus.PENDING,
-            created_at=datetime.now(UTC),
-        ),
-    )
+    return new_order_event(name="Pen", price="1.00")
 
 
 async def add(relay_db: AsyncEngine, count: int) -> None:

@@ -1,30 +1,26 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
-from order_common.bus import QUORUM_QUEUE_ARGUMENTS, connect, declare_exchange, delete_exchanges
+from order_common.bus import QUORUM_QUEUE_ARGUMENTS, declare_exchange, delete_exchanges
 from order_common.events import EventType
+from order_common.testing import AMQP_URL, amqp_connection, delete_redis_keys, run_id
 from order_worker.settings import Settings
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @pytest.fixture(scope="module")
 async def amqp() -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect(AMQP_URL, name="worker-tests")
-    yield connection
-    await connection.close()
+    async with amqp_connection(AMQP_URL, name="worker-tests") as connection:
+        yield connection
 
 
 @pytest.fixture
 async def settings() -> AsyncIterator[Settings]:
     """This test's own exchange, Redis keys and Celery key prefix; all removed after."""
-    run = uuid.uuid4().hex[:10]
+    run = run_id()
     settings = Settings(
         environment="test",
         amqp_url=AMQP_URL,
@@ -35,14 +31,8 @@ async def settings() -> AsyncIterator[Settings]:
         processing_delay_seconds=0,
     )
     yield settings
-    for url, prefix in (
-        (settings.redis_url, settings.redis_key_prefix),
-        (settings.celery_broker_url, settings.celery_key_prefix),
-    ):
-        client = aioredis.Redis.from_url(url)
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
-        await client.aclose()
+    await delete_redis_keys(settings.redis_url, settings.redis_key_prefix)
+    await delete_redis_keys(settings.celery_broker_url, settings.celery_key_prefix)
 
 
 @pytest.fixture

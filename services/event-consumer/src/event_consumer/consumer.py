@@ -16,8 +16,8 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from event_consumer.settings import Settings
-from order_common.bus import Delivery, Handled
 from order_common.events import NewOrder
+from order_common.subscriber import Delivery, Handled
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
 from order_common.telemetry import SpanKind, inject_headers, start_span
 

@@ -7,9 +7,10 @@ import logging
 
 from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_producer
 from event_consumer.settings import Settings
-from order_common.bus import Subscriber, connect
+from order_common.bus import connect
 from order_common.cache import build_redis
 from order_common.events import EventType
+from order_common.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 

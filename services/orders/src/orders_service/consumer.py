@@ -1,7 +1,7 @@
 """``order_processed`` from the bus, applied through the same use case layer the routes use.
 
-The relay process runs it (``orders_service.relay``); ``order_common.bus.Subscriber`` gives it
-the retries with back-off and the dead-letter queue."""
+The relay process runs it (``orders_service.relay``); ``order_common.subscriber.Subscriber``
+gives it the retries with back-off and the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from order_common.bus import Delivery, Handled, RejectMessage
+from order_common.bus import RejectMessage
 from order_common.errors import NotFound
 from order_common.events import OrderProcessed
+from order_common.subscriber import Delivery, Handled
 from order_common.telemetry import exemplar
 from orders_service import service
 from orders_service.cache import OrderCache

@@ -34,10 +34,11 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from order_common.bus import Subscriber, connect, declare_exchange, publish_envelope
+from order_common.bus import connect, declare_exchange, publish_envelope
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
 from order_common.events import EventType, parse_envelope
+from order_common.subscriber import Subscriber
 from order_common.telemetry import untraced
 from orders_service.cache import OrderCache
 from orders_service.consumer import SUBSCRIBER, OrderProcessedHandler
