@@ -265,9 +265,7 @@ def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
 
 
 def test_prometheus_config_is_valid() -> None:
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.skip("promtool (Debian prometheus) not installed")
+    promtool = require_tool("promtool")
     result = subprocess.run(
         [promtool, "check", "config", "--syntax-only", str(PROMETHEUS_DIR / "compose.yml")],
         capture_output=True,

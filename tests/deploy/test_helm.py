@@ -551,10 +551,9 @@ def test_each_dashboard_becomes_a_sidecar_configmap(helm: Any, chart_copy: Path)
 
 
 def test_repository_dashboards_are_in_the_chart() -> None:
-    """When dashboards/ exists at the root, the chart must ship the same files."""
+    """The chart ships the same dashboards as the repository root."""
     source = support.ROOT / "dashboards"
-    if not source.is_dir():
-        pytest.skip("no dashboards/ yet (the observability issue brings them)")
+    assert source.is_dir(), "dashboards/ is missing at the repository root"
     in_chart = support.CHART / "dashboards"
     assert in_chart.is_dir(), "link them: ln -s ../../dashboards helm/order-platform/dashboards"
     assert {p.name for p in source.glob("*.json")} <= {p.name for p in in_chart.glob("*.json")}

@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.http import SlashAgnosticRouter
 from order_common.metrics import metrics_response
@@ -17,6 +20,22 @@ from order_common.telemetry import untraced
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[object]]
+
+
+def database_check(engine: AsyncEngine) -> ReadinessCheck:
+    async def check() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    return check
+
+
+def redis_check(redis: Redis) -> ReadinessCheck:
+    async def check() -> None:
+        await redis.ping()
+
+    return check
+
 
 HEALTH_TAG = {
     "name": "health",

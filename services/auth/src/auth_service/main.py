@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from auth_service.deps import RateLimits
 from auth_service.keys import TokenIssuer, load_signing_key
@@ -16,7 +15,13 @@ from auth_service.settings import Settings
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
 from order_common.errors import install_error_handlers
-from order_common.health import HEALTH_TAG, ReadinessCheck, health_router
+from order_common.health import (
+    HEALTH_TAG,
+    ReadinessCheck,
+    database_check,
+    health_router,
+    redis_check,
+)
 from order_common.http import install_middleware
 from order_common.logging import configure_logging
 from order_common.ratelimit import RateLimiter
@@ -71,14 +76,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _readiness_checks(app: FastAPI) -> Mapping[str, ReadinessCheck]:
-    async def database() -> None:
-        async with app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
-    async def redis() -> None:
-        await app.state.redis.ping()
-
-    return {"database": database, "redis": redis}
+    return {
+        "database": database_check(app.state.engine),
+        "redis": redis_check(app.state.redis),
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -8,12 +8,17 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
 from order_common.errors import install_error_handlers
-from order_common.health import HEALTH_TAG, ReadinessCheck, health_router
+from order_common.health import (
+    HEALTH_TAG,
+    ReadinessCheck,
+    database_check,
+    health_router,
+    redis_check,
+)
 from order_common.http import install_middleware
 from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
@@ -78,15 +83,11 @@ def create_app(
     )
     app.state.settings = settings
 
-    async def database_ready() -> None:
-        async with app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
-    async def redis_ready() -> None:
-        await app.state.redis.ping()
-
     def readiness_checks() -> Mapping[str, ReadinessCheck]:
-        return {"database": database_ready, "redis": redis_ready}
+        return {
+            "database": database_check(app.state.engine),
+            "redis": redis_check(app.state.redis),
+        }
 
     install_error_handlers(app)
     install_middleware(app, settings)
