@@ -26,16 +26,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.common import ORDER, save_results
 from orders_service.relay import asyncpg_dsn
-from tests.stack import ROOT, Stack, running_stack
-
-ORDER = {
-    "items": [
-        {"name": "Laptop", "quantity": 1, "price": "400.00"},
-        {"name": "Mouse", "quantity": 2, "price": "25.50"},
-    ],
-    "total_price": "451.00",
-}
+from tests.stack import Stack, running_stack
 
 
 async def _token(client: httpx.AsyncClient) -> str:
@@ -179,10 +172,7 @@ def main() -> None:
             f"{label:28} {row['count']:5} {row['median_ms']:10.1f} {row['p90_ms']:8.1f} "
             f"{row['p99_ms']:8.1f} {row['max_ms']:8.1f}"
         )
-    out = ROOT / ".run" / "bench-pipeline.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    save_results("bench-pipeline", result)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.stack import ROOT, running_stack
-
-ORDER = {
-    "items": [
-        {"name": "Laptop", "quantity": 1, "price": "400.00"},
-        {"name": "Mouse", "quantity": 2, "price": "25.50"},
-    ],
-    "total_price": "451.00",
-}
+from bench.common import ORDER, save_results
+from tests.stack import running_stack
 
 
 def wrk(url: str, seconds: int, connections: int, script: Path | None) -> dict[str, float]:
@@ -103,10 +96,7 @@ def main() -> None:
             f"{name:45} {result['rps']:9.0f} {result['rps'] / reference:7.2f} "
             f"{result['p50_ms']:8.1f} {result['p99_ms']:8.1f} {result['errors']:8.0f}"
         )
-    out = ROOT / ".run" / "bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    save_results("bench", results)
 
 
 if __name__ == "__main__":
