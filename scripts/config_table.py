@@ -38,6 +38,7 @@ COMMON = {
     "redis_url": "Redis URL (cache, rate limits)",
     "redis_key_prefix": "prefix of every Redis key this service writes",
     "redis_timeout_seconds": "Redis socket timeout; a dead Redis degrades, never stalls, requests",
+    "max_body_bytes": "largest request body accepted (413 beyond it), as the gateway enforces",
     "cors_allow_origins": "comma-separated origins allowed by CORS (never `*` with credentials)",
     "cors_allow_credentials": "whether CORS allows credentials",
     "rate_limit_enabled": "turn rate limiting off (tests, benchmarks)",

@@ -58,6 +58,9 @@ class ServiceSettings(BaseSettings):
     redis_key_prefix: str = "op"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
 
+    # The services refuse larger bodies themselves (413), as the gateway does.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
     cors_allow_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
     cors_allow_credentials: bool = True
 
