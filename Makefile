@@ -38,8 +38,8 @@ migrate: install services ## Create the databases and run the migrations
 	@$(BIN)/orders-service migrate
 
 run: install services rabbitmq-ui nginx dev-key migrate ## Run the whole stack; gateway on http://localhost:8000
-	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (Ctrl-C stops everything)"
-	@$(BIN)/honcho start -f Procfile
+	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (a process that dies restarts; Ctrl-C stops everything)"
+	@$(BIN)/python scripts/supervise.py -f Procfile --status-file .run/supervise.json
 
 test: install services nginx ## Unit, integration and end-to-end tests against the real services
 	@$(BIN)/pytest --ignore=tests/deploy  # the deployment checks: `make test-deploy`
