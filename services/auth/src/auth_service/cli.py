@@ -48,7 +48,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     from order_common.migrations import upgrade
 
-    upgrade("auth_service:migrations", settings.database_url)
+    upgrade(
+        "auth_service:migrations",
+        settings.database_url,
+        create_database=settings.migrate_create_database,
+    )
     return 0
 
 
@@ -70,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8001)
     serve.set_defaults(handler=_serve)
 
-    migrate = commands.add_parser("migrate", help="create the database if needed and migrate it")
+    migrate = commands.add_parser(
+        "migrate",
+        help="migrate the database (creating it first unless *_MIGRATE_CREATE_DATABASE=false)",
+    )
     migrate.set_defaults(handler=_migrate)
 
     key = commands.add_parser(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from auth_service.deps import RateLimits
 from auth_service.keys import TokenIssuer, load_signing_key
+from auth_service.login_guard import LoginGuard, LoginGuardPolicy
 from auth_service.router import TAGS, router
 from auth_service.security import PasswordHasher
 from auth_service.settings import Settings
@@ -64,6 +65,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.session_factory = build_session_factory(engine)
         app.state.redis = redis
         app.state.rate_limiter = rate_limiter
+        app.state.login_guard = LoginGuard(
+            redis,
+            LoginGuardPolicy(
+                pair_failures=settings.login_guard_pair_failures,
+                block_seconds=settings.login_guard_block_seconds,
+                block_max_seconds=settings.login_guard_block_max_seconds,
+                ip_failures=settings.login_guard_ip_failures,
+                ip_window_seconds=settings.login_guard_ip_window_seconds,
+                account_failures=settings.login_guard_account_failures,
+                account_window_seconds=settings.login_guard_account_window_seconds,
+                forget_seconds=settings.login_guard_forget_seconds,
+            ),
+            key_prefix=settings.redis_key_prefix,
+            enabled=settings.login_guard_enabled and settings.rate_limit_enabled,
+        )
         app.state.password_hasher = hasher
         app.state.token_issuer = TokenIssuer(
             signing_key,
