@@ -10,9 +10,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,23 @@ async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
 
+# FastAPI's answer when a JSON body cannot even be decoded (invalid UTF-8): a bare 400 that no
+# schema documents. It is a malformed body like any other: 422 json_invalid, as for bad JSON.
+_FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE_BODY:
+        error = {
+            "type": "json_invalid",
+            "loc": ["body"],
+            "msg": "the body is not valid UTF-8 JSON",
+        }
+        return JSONResponse({"detail": [error]}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def _is_unstorable_text(exc: BaseException) -> bool:
     """A NUL byte or a lone surrogate that slipped past the schemas, met by the database
     driver or the encoder: the client's input, so a 422, not a 500."""
@@ -140,6 +160,7 @@ async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResp
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(HTTPException, _http_error_handler)
     app.add_exception_handler(UnicodeError, _input_error_handler)
     app.add_exception_handler(DBAPIError, _input_error_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)
