@@ -12,14 +12,23 @@ on that kept-alive upstream connection fails ("connection reset by peer")."""
 from __future__ import annotations
 
 import logging
+import math
+import re
 import types
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -135,9 +144,103 @@ def _unavailable_response(request: Request, exc: BaseException, dependency: str)
     )
 
 
+# A field whose name says it holds a secret: its rejected value is never echoed back.
+_SECRET_FIELD = re.compile(r"pass(word|wd|phrase)?|secret|token|api[_-]?key|credential", re.I)
+# SQLSTATEs of text PostgreSQL cannot store: a NUL byte, a character outside the encoding.
+_UNSTORABLE_TEXT = {"22P05", "22021"}
+UNSTORABLE_TEXT_DETAIL = (
+    "text must be valid UTF-8 without NUL characters (\\u0000) or unpaired surrogates"
+)
+
+
+def _json_safe(value: Any) -> Any:
+    """What a 422 may echo: JSON's own values; NaN and infinities (which JSON cannot carry)
+    and anything else as their text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _names_a_secret(loc: Iterable[Any]) -> bool:
+    return any(isinstance(part, str) and _SECRET_FIELD.search(part) for part in loc)
+
+
+def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's 422 items, made safe to send: never a secret's value, always valid JSON."""
+    safe = []
+    for error in errors:
+        item = {key: _json_safe(value) for key, value in error.items() if key != "url"}
+        loc = error.get("loc", ())
+        whole_raw_body = tuple(loc) == ("body",) and not isinstance(item.get("input"), Mapping)
+        if _names_a_secret(loc) or whole_raw_body:  # a raw body may hold a password too
+            item.pop("input", None)
+        elif isinstance(item.get("input"), Mapping) and any(
+            _SECRET_FIELD.search(str(key)) for key in item["input"]
+        ):
+            item["input"] = {
+                key: "**********" if _SECRET_FIELD.search(key) else value
+                for key, value in item["input"].items()
+            }
+        safe.append(item)
+    return safe
+
+
+async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
+
+# FastAPI's answer when a JSON body cannot even be decoded (invalid UTF-8): a bare 400 that no
+# schema documents. It is a malformed body like any other: 422 json_invalid, as for bad JSON.
+_FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE_BODY:
+        error = {
+            "type": "json_invalid",
+            "loc": ["body"],
+            "msg": "the body is not valid UTF-8 JSON",
+        }
+        return JSONResponse({"detail": [error]}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
+def _is_unstorable_text(exc: BaseException) -> bool:
+    """A NUL byte or a lone surrogate that slipped past the schemas, met by the database
+    driver or the encoder: the client's input, so a 422, not a 500."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UnicodeError):
+            return True
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 async def _domain_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _input_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Handled here, not by the catch-all, so that the answer is an ordinary one: the server
+    keeps the connection open for the client's next request."""
+    if _is_unstorable_text(exc):
+        return JSONResponse({"detail": UNSTORABLE_TEXT_DETAIL}, status_code=422)
+    raise exc
 
 
 def error_response(request: Request, exc: BaseException) -> JSONResponse:
@@ -193,6 +296,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """Call before ``install_middleware``: the error middleware must be the innermost one, so
     request ids, CORS headers and metrics apply to its answers too."""
     app.add_exception_handler(DomainError, _domain_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(HTTPException, _http_error_handler)
+    app.add_exception_handler(UnicodeError, _input_error_handler)
+    # A DBAPIError that is not the client's text re-raises into ErrorResponseMiddleware: 503
+    # when the database is unreachable, else 500.
+    app.add_exception_handler(DBAPIError, _input_error_handler)
     app.add_middleware(ErrorResponseMiddleware)
     # The last resort, for an error in a middleware outside the one above.
     app.add_exception_handler(Exception, _unhandled_error_handler)
