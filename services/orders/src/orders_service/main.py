@@ -54,6 +54,7 @@ def create_app(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             http=http,
+            max_age=settings.jwks_max_age_seconds,
         )
         app.state.rate_limiter = limiter = RateLimiter(
             settings.redis_url,
