@@ -65,8 +65,8 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
-    if hasattr(value, "get_secret_value"):
-        value = "(secret)"
+    if hasattr(value, "get_secret_value"):  # the development default; refused in production
+        return f"`{value.get_secret_value()}` (secret)"
     return "" if value is None else f"`{value}`"
 
 

@@ -62,26 +62,32 @@ def test_operator_example_uses_the_operators_secrets_as_they_are(
     ]
 
     auth = _settings("auth", expand_env(_container(objects, "auth"), OPERATOR_SECRETS), monkeypatch)
-    assert auth.database_url == "postgresql+asyncpg://auth:AuthPw42@auth-db-rw.shop.svc:5432/auth"
-    assert auth.redis_url == (
+    assert (
+        auth.database_url.get_secret_value()
+        == "postgresql+asyncpg://auth:AuthPw42@auth-db-rw.shop.svc:5432/auth"
+    )
+    assert auth.redis_url.get_secret_value() == (
         "rediss://:RedisPw9@redis.internal.example.com:6380/0"
         "?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/managed-redis/ca.crt"
     )
     for component in ("orders", "orders-relay"):
         env = expand_env(_container(objects, component), OPERATOR_SECRETS)
         settings = _settings(component, env, monkeypatch)
-        assert settings.database_url == (
+        assert settings.database_url.get_secret_value() == (
             "postgresql+asyncpg://orders:OrdPw42@orders-db-rw.shop.svc:5432/orders"
         ), component
-        assert settings.amqp_url == (
+        assert settings.amqp_url.get_secret_value() == (
             "amqp://default_user_Xy:Rabbit-Pw_7@order-bus.shop.svc:5672/"
         ), component
     for component in ("event-consumer", "worker"):
         env = expand_env(_container(objects, component), OPERATOR_SECRETS)
         settings = _settings(component, env, monkeypatch)
-        assert settings.amqp_url == "amqp://default_user_Xy:Rabbit-Pw_7@order-bus.shop.svc:5672/"
+        assert (
+            settings.amqp_url.get_secret_value()
+            == "amqp://default_user_Xy:Rabbit-Pw_7@order-bus.shop.svc:5672/"
+        )
         # Celery's broker: the managed Redis's parts, database 1.
-        assert settings.celery_broker_url.startswith(
+        assert settings.celery_broker_url.get_secret_value().startswith(
             "rediss://:RedisPw9@redis.internal.example.com:6380/1?"
         ), component
     # The password never appears in the pod spec: only the $(VAR) that the kubelet fills in.
@@ -176,7 +182,10 @@ def test_string_values_are_kept_in_the_release_secret(
     assert orders["ORDERS_AMQP_URL"] == "amqp://u:amqp-pw@mq:5672/shop%2Fprod"
     assert orders["ORDERS_REDIS_URL"] == "redis://:redis-pw@cache:6379/0"
     auth = _settings("auth", expand_env(_container(objects, "auth"), stored), monkeypatch)
-    assert auth.database_url == "postgresql+asyncpg://auth:pw@pg.example.com:5432/auth"
+    assert (
+        auth.database_url.get_secret_value()
+        == "postgresql+asyncpg://auth:pw@pg.example.com:5432/auth"
+    )
     worker = expand_env(_container(objects, "worker"), stored)
     assert worker["WORKER_CELERY_BROKER_URL"] == "redis://broker:6379/3"
     # No password string anywhere in a pod spec.

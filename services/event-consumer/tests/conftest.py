@@ -40,5 +40,7 @@ async def settings(amqp: AbstractRobustConnection) -> AsyncIterator[Settings]:
     yield settings
 
     await delete_topology(amqp, settings.bus_topology(), [(SUBSCRIBER, EventType.NEW_ORDER)])
-    await delete_redis_keys(settings.redis_url, settings.redis_key_prefix)
-    await delete_redis_keys(settings.celery_broker_url, settings.celery_key_prefix)
+    await delete_redis_keys(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    await delete_redis_keys(
+        settings.celery_broker_url.get_secret_value(), settings.celery_key_prefix
+    )

@@ -23,7 +23,7 @@ async def eventually(check: Check, timeout: float = 15.0) -> None:
 async def celery_tasks(settings: Settings) -> list[dict[str, Any]]:
     """The tasks waiting in the Celery queue (a Redis list under kombu's key prefix), as
     ``{"task": name, "kwargs": {...}}``."""
-    client = aioredis.Redis.from_url(settings.celery_broker_url)
+    client = aioredis.Redis.from_url(settings.celery_broker_url.get_secret_value())
     try:
         raw = await client.lrange(f"{settings.celery_key_prefix}{settings.celery_queue}", 0, -1)
     finally:

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from pydantic import SecretStr
 
 from event_consumer.main import run
 from event_consumer.settings import Settings
@@ -27,7 +28,7 @@ async def test_orders_wait_for_an_unreachable_celery_broker_and_none_is_dead_let
     direct = settings  # reads the Celery queue from Redis itself
     settings = settings.model_copy(
         update={
-            "celery_broker_url": proxy.url("redis://127.0.0.1:{port}/1"),
+            "celery_broker_url": SecretStr(proxy.url("redis://127.0.0.1:{port}/1")),
             # Spent attempts would dead-letter after two failed runs, within a second or two.
             "bus_max_attempts": 2,
         }

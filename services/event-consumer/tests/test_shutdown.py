@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aio_pika.abc import AbstractRobustConnection
+from pydantic import SecretStr
 
 from event_consumer.consumer import SUBSCRIBER
 from event_consumer.settings import Settings
@@ -36,6 +37,7 @@ def environment(settings: Settings) -> dict[str, str]:
         }
     )
     values["metrics_port"] = 0  # the default port may be taken by a running stack
+    values = {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
     return {**os.environ, **{f"CONSUMER_{k.upper()}": str(v) for k, v in values.items()}}
 
 

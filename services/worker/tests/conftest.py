@@ -31,8 +31,10 @@ async def settings() -> AsyncIterator[Settings]:
         processing_delay_seconds=0,
     )
     yield settings
-    await delete_redis_keys(settings.redis_url, settings.redis_key_prefix)
-    await delete_redis_keys(settings.celery_broker_url, settings.celery_key_prefix)
+    await delete_redis_keys(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    await delete_redis_keys(
+        settings.celery_broker_url.get_secret_value(), settings.celery_key_prefix
+    )
 
 
 @pytest.fixture

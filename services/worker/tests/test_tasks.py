@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from pydantic import SecretStr
 
 from order_common.bus import declare_exchange, delete_exchanges
 from order_common.dlq import count_messages
@@ -68,7 +69,7 @@ async def test_the_kombu_publisher_declares_the_exchange_exactly_as_the_bus_does
     settings: Settings, amqp: AbstractRobustConnection
 ) -> None:
     topology = settings.bus_topology()
-    publisher = BusPublisher(settings.amqp_url, topology)
+    publisher = BusPublisher(settings.amqp_url.get_secret_value(), topology)
     event = envelope(
         EventType.ORDER_PROCESSED,
         OrderProcessed(order_id=uuid.uuid4(), processed_at=datetime.now(UTC)),
@@ -94,7 +95,9 @@ async def test_a_report_that_fails_is_retried_without_processing_the_order_again
     proxy = await TcpProxy(5672).start(closed=True)
     await proxy.refuse()
     app = create_celery(
-        settings.model_copy(update={"amqp_url": proxy.url("amqp://guest:guest@127.0.0.1:{port}/")})
+        settings.model_copy(
+            update={"amqp_url": SecretStr(proxy.url("amqp://guest:guest@127.0.0.1:{port}/"))}
+        )
     )
     request = ProcessOrder(order_id=uuid.uuid4(), event_id=uuid.uuid4())
     task = app.tasks[PROCESS_ORDER_TASK]

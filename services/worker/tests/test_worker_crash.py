@@ -53,7 +53,7 @@ async def start_worker(
     settings: Settings,
 ) -> AsyncIterator[Callable[[], Awaitable[WorkerProcess]]]:
     values = {
-        "AMQP_URL": settings.amqp_url,
+        "AMQP_URL": settings.amqp_url.get_secret_value(),
         "BUS_EXCHANGE": settings.bus_exchange,
         "REDIS_KEY_PREFIX": settings.redis_key_prefix,
         "CELERY_KEY_PREFIX": settings.celery_key_prefix,

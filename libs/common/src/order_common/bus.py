@@ -53,7 +53,7 @@ from aio_pika.abc import (
     DeliveryMode,
     ExchangeType,
 )
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from order_common import telemetry
@@ -166,7 +166,7 @@ class BusSettings(BaseSettings):
     """Fields to mix into a service's settings: ``class Settings(ServiceSettings, BusSettings)``.
     They take the service's env prefix (``CONSUMER_AMQP_URL``, ``ORDERS_BUS_EXCHANGE``, ...)."""
 
-    amqp_url: str = DEFAULT_AMQP_URL
+    amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
     bus_exchange: str = DEFAULT_EXCHANGE
     bus_queue_prefix: str = DEFAULT_QUEUE_PREFIX
     bus_max_attempts: int = Field(default=5, ge=1)

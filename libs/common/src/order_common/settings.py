@@ -3,7 +3,8 @@ and builds it in ``create_app()`` (never at import time), so tests can build the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -11,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Environment = Literal["development", "test", "production"]
 
 # Values that must never reach production; they are the documented development defaults.
-_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "guest"}
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "guest", "password", "postgres"}
 
 
 # The schemes PostgreSQL's own tools and operators hand out (CloudNativePG's `uri` key is
@@ -39,13 +40,18 @@ def _split_csv(value: object) -> object:
 class ServiceSettings(BaseSettings):
     """Settings every HTTP service shares. Subclasses set ``env_prefix``."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_file_encoding="utf-8")
+    # hide_input_in_errors: a rejected value (a URL with its password) never reaches the error
+    # message, the log that shows it, or a traceback.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_file_encoding="utf-8", hide_input_in_errors=True
+    )
 
     service_name: str = "service"
     environment: Environment = "development"
     log_level: str = "INFO"
 
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    # Connection URLs carry passwords: SecretStr keeps them out of repr, logs and errors.
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     # `migrate` creates the database when missing, connecting to the `postgres` maintenance
     # database first. Off where the application role may not (managed PostgreSQL,
     # CloudNativePG): `migrate` then connects only to database_url's own database.
@@ -72,7 +78,7 @@ class ServiceSettings(BaseSettings):
         default=15, gt=0, description="after SIGTERM, requests in flight get this long to finish"
     )
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # Every key this service writes starts with this prefix, so runs sharing one Redis stay apart.
     redis_key_prefix: str = "op"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
@@ -90,8 +96,8 @@ class ServiceSettings(BaseSettings):
 
     @field_validator("database_url", mode="after")
     @classmethod
-    def _asyncpg_driver(cls, value: str) -> str:
-        return asyncpg_database_url(value)
+    def _asyncpg_driver(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(asyncpg_database_url(value.get_secret_value()))
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
@@ -105,13 +111,52 @@ class ServiceSettings(BaseSettings):
             raise ValueError("CORS: '*' cannot be combined with credentials; list the origins")
         return self
 
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> ServiceSettings:
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                refuse_placeholder(
+                    name, value, self.environment, development_default=field.get_default()
+                )
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
 
 
-def refuse_placeholder(name: str, value: SecretStr | str, environment: Environment) -> None:
-    """Outside development, refuse secrets that are still a documented placeholder."""
+def _url_password(raw: str) -> str | None:
+    """The password of a URL (``scheme://user:password@host``); None when it has none."""
+    if "://" not in raw:
+        return None
+    try:
+        return urlsplit(raw).password
+    except ValueError:
+        return None
+
+
+def refuse_placeholder(
+    name: str,
+    value: SecretStr | str,
+    environment: Environment,
+    *,
+    development_default: Any = None,
+) -> None:
+    """Outside development (``development``, and ``test``, which runs against the same local
+    services), refuse a secret that is still a documented placeholder: the value itself, the
+    password of a URL (``amqp://guest:guest@…``), or the field's development default. The
+    message names the setting, never its value."""
+    if environment != "production":
+        return
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if environment == "production" and raw.strip().lower() in _PLACEHOLDER_SECRETS:
-        raise ValueError(f"{name} is a placeholder; set a real value in production")
+    if isinstance(development_default, SecretStr):
+        development_default = development_default.get_secret_value()
+    setting = name.upper()
+    if raw.strip().lower() in _PLACEHOLDER_SECRETS:
+        raise ValueError(f"{setting} is a placeholder; set a real value in production")
+    password = _url_password(raw)
+    if password is not None and password.strip().lower() in _PLACEHOLDER_SECRETS:
+        raise ValueError(f"{setting} has a placeholder password; set a real one in production")
+    if development_default is not None and raw == development_default:
+        raise ValueError(f"{setting} is still the development default; set the production value")

@@ -59,7 +59,7 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
     upgrade(
         "auth_service:migrations",
-        settings.database_url,
+        settings.database_url.get_secret_value(),
         create_database=settings.migrate_create_database,
     )
     return 0

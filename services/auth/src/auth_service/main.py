@@ -43,7 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     async with AsyncExitStack() as stack:
         engine = build_engine(
-            settings.database_url,
+            settings.database_url.get_secret_value(),
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             connect_timeout=settings.db_connect_timeout_seconds,
@@ -51,10 +51,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             pool_timeout=settings.db_pool_timeout_seconds,
         )
         stack.push_async_callback(engine.dispose)
-        redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+        redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
         stack.push_async_callback(redis.aclose)
         rate_limiter = RateLimiter(
-            settings.redis_url,
+            settings.redis_url.get_secret_value(),
             key_prefix=settings.redis_key_prefix,
             timeout=settings.redis_timeout_seconds,
             enabled=settings.rate_limit_enabled,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_common.ratelimit import parse_limit
@@ -13,7 +13,7 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_")
 
     service_name: str = "auth"
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/auth"
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/auth")
     redis_key_prefix: str = "auth"
 
     # Read in the lifespan (not here), so `migrate` works without it while `serve` refuses to
@@ -99,6 +99,16 @@ class Settings(ServiceSettings):
         description="proxies (the gateway) whose X-Forwarded-For sets the client IP; "
         "comma-separated IPs or CIDRs",
     )
+
+    @model_validator(mode="after")
+    def _no_development_key_in_production(self) -> Settings:
+        # `make dev-key` writes under .dev/: a key that lives in a work tree is no secret.
+        if self.is_production and ".dev" in self.jwt_private_key_path.parts:
+            raise ValueError(
+                "AUTH_JWT_PRIVATE_KEY_PATH points at a development key (.dev/); mount the "
+                "production key and point the setting at it"
+            )
+        return self
 
     @field_validator("rate_limit_token_ip", "rate_limit_register")
     @classmethod

@@ -33,7 +33,9 @@ class EventInFlight(Exception):
 
 def create_celery_producer(settings: Settings) -> Celery:
     """A Celery app used only to send tasks by name: no task code, no worker import."""
-    app = Celery(SUBSCRIBER, broker=settings.celery_broker_url, set_as_current=False)
+    app = Celery(
+        SUBSCRIBER, broker=settings.celery_broker_url.get_secret_value(), set_as_current=False
+    )
     transport_options: dict[str, Any] = {}
     if settings.celery_key_prefix:
         transport_options["global_keyprefix"] = settings.celery_key_prefix

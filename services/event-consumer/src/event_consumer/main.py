@@ -17,9 +17,9 @@ logger = logging.getLogger(__name__)
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Consume `new_order` until ``stop`` is set; then finish the messages in hand and close."""
-    redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+    redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
     celery = create_celery_producer(settings)
-    connection = await connect(settings.amqp_url, name=settings.service_name)
+    connection = await connect(settings.amqp_url.get_secret_value(), name=settings.service_name)
     try:
         subscriber = Subscriber(
             connection,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
@@ -14,8 +14,8 @@ class Settings(ServiceSettings, BusSettings):
     redis_key_prefix: str = "consumer"
 
     # Celery is used only to send: the broker (Redis) and queue the worker listens on.
-    celery_broker_url: str = Field(
-        default="redis://127.0.0.1:6379/1",
+    celery_broker_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/1"),
         description="Celery's broker (Redis; RabbitMQ stays the event bus)",
     )
     celery_queue: str = Field(default="orders", description="the Celery queue the worker serves")

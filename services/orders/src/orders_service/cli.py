@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
         upgrade(
             MIGRATIONS,
-            settings.database_url,
+            settings.database_url.get_secret_value(),
             args.revision,
             create_database=settings.migrate_create_database,
         )

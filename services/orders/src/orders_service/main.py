@@ -37,14 +37,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = build_engine(
-            settings.database_url,
+            settings.database_url.get_secret_value(),
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             connect_timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
         )
-        redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+        redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
         http = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
         app.state.engine = engine
         app.state.session_factory = build_session_factory(engine)
@@ -60,7 +60,7 @@ def create_app(
             max_age=settings.jwks_max_age_seconds,
         )
         app.state.rate_limiter = limiter = RateLimiter(
-            settings.redis_url,
+            settings.redis_url.get_secret_value(),
             key_prefix=settings.redis_key_prefix,
             timeout=settings.redis_timeout_seconds,
             enabled=settings.rate_limit_enabled,

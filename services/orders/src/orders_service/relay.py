@@ -269,7 +269,7 @@ class OutboxRelay:
                 await _wait(self._wake, self._settings.relay_poll_interval_seconds)
 
     async def _listen_forever(self, stop: asyncio.Event) -> None:
-        dsn = asyncpg_dsn(self._settings.database_url)
+        dsn = asyncpg_dsn(self._settings.database_url.get_secret_value())
         failures = 0
         while not stop.is_set():
             try:
@@ -352,7 +352,9 @@ async def _connect(settings: Settings, stop: asyncio.Event) -> AbstractRobustCon
     failures = 0
     while not stop.is_set():
         try:
-            return await connect(settings.amqp_url, name=f"{settings.service_name}-relay")
+            return await connect(
+                settings.amqp_url.get_secret_value(), name=f"{settings.service_name}-relay"
+            )
         except Exception as exc:
             failures += 1
             logger.warning(
@@ -367,12 +369,12 @@ async def _connect(settings: Settings, stop: asyncio.Event) -> AbstractRobustCon
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Relay the outbox and consume ``order_processed`` until ``stop`` is set."""
     engine = build_engine(
-        settings.database_url,
+        settings.database_url.get_secret_value(),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
     session_factory = build_session_factory(engine)
-    redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
+    redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
     cache = OrderCache(
         redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
     )

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
@@ -16,7 +16,7 @@ class Settings(ServiceSettings, BusSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_")
 
     service_name: str = "orders"
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/orders"
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/orders")
     redis_key_prefix: str = "orders"
 
     jwks_url: str = Field(

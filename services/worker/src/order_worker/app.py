@@ -37,7 +37,11 @@ class WorkerResources:
 
 class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
     def __init__(self, settings: Settings) -> None:
-        super().__init__("order-worker", broker=settings.celery_broker_url, set_as_current=False)
+        super().__init__(
+            "order-worker",
+            broker=settings.celery_broker_url.get_secret_value(),
+            set_as_current=False,
+        )
         self.settings = settings
         self._resources: WorkerResources | None = None
         self._resources_pid: int | None = None
@@ -48,14 +52,16 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
         if self._resources is None or self._resources_pid != os.getpid():
             settings = self.settings
             redis = Redis.from_url(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 socket_timeout=settings.redis_timeout_seconds,
                 socket_connect_timeout=settings.redis_timeout_seconds,
             )
             instrument_redis(redis)
             self._resources = WorkerResources(
                 redis=redis,
-                publisher=BusPublisher(settings.amqp_url, settings.bus_topology()),
+                publisher=BusPublisher(
+                    settings.amqp_url.get_secret_value(), settings.bus_topology()
+                ),
             )
             self._resources_pid = os.getpid()
         return self._resources

@@ -54,7 +54,9 @@ class QueueLengthCollector(Collector):
         self._queue = settings.celery_queue
         self._key = f"{settings.celery_key_prefix}{settings.celery_queue}"
         self._redis = Redis.from_url(
-            settings.celery_broker_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            settings.celery_broker_url.get_secret_value(),
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
         )
 
     def collect(self) -> Iterable[Metric]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
@@ -18,8 +18,8 @@ class Settings(ServiceSettings, BusSettings):
     )
 
     # Celery's broker is Redis; RabbitMQ stays the event bus only.
-    celery_broker_url: str = Field(
-        default="redis://127.0.0.1:6379/1", description="Celery's broker (Redis)"
+    celery_broker_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/1"), description="Celery's broker (Redis)"
     )
     celery_queue: str = Field(default="orders", description="the Celery queue this worker serves")
     celery_key_prefix: str = Field(
