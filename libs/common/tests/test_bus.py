@@ -347,13 +347,9 @@ async def test_order_bus_in_a_pod_reads_the_services_broker_url(
     shown = await run_order_bus("dlq", "show", "--queue", queue.name, env={variable: AMQP_URL})
     assert json.loads(shown.splitlines()[0]) == {"queue": dlq, "messages": 0}
     # The variable really is the one used: wrong credentials in it are refused by the broker.
-    bad_url = (
-        urlsplit(AMQP_URL)
-        ._replace(
-            netloc=f"nobody-here:wrong@{urlsplit(AMQP_URL).hostname}:{urlsplit(AMQP_URL).port or 5672}"
-        )
-        .geturl()
-    )
+    broker = urlsplit(AMQP_URL)
+    netloc = f"nobody-here:wrong@{broker.hostname}:{broker.port or 5672}"
+    bad_url = broker._replace(netloc=netloc).geturl()
     refused = await run_order_bus(
         "dlq", "show", "--queue", queue.name, env={variable: bad_url}, ok=False
     )
