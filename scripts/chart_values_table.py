@@ -82,7 +82,7 @@ def rows(values_file: Path) -> list[tuple[str, str, str]]:
         path = [k for _, k in stack] + [key]
         value_text, inline = _inline_comment(match["rest"])
         value = _lookup(values, path)
-        description = " ".join([*comment, inline]).strip()
+        description = " ".join(" ".join([*comment, inline]).split())
         comment = []
         if isinstance(value, dict) and value and not value_text:
             stack.append((indent, key))
@@ -98,7 +98,7 @@ def rows(values_file: Path) -> list[tuple[str, str, str]]:
 def table(values_file: Path) -> str:
     lines = ["| key | default | description |", "|---|---|---|"]
     for key, default, description in rows(values_file):
-        escaped = description.replace("|", "\\|")
+        escaped = description.replace("|", "\\|").replace("<", "&lt;")
         lines.append(f"| `{key}` | {default} | {escaped} |")
     return "\n".join(lines)
 
