@@ -153,3 +153,15 @@ async def test_a_malformed_order_id_is_422(
     response = await client.get(f"/orders/{order_id}/", headers=user.headers)
 
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b'{"items": "\xc3\x28"}', b"D\x8el\x9d"])
+async def test_a_body_that_is_not_utf8_is_a_422_like_bad_json(
+    client: httpx.AsyncClient, user: User, body: bytes
+) -> None:
+    response = await client.post(
+        "/orders/", content=body, headers={**user.headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["type"] == "json_invalid"

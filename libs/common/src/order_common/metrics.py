@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -63,6 +64,17 @@ BUS_EVENTS_CONSUMED = Counter(
     "Bus messages handled, by result: ok, duplicate (already applied; nothing done), retried "
     "(the handler failed; back to the retry queue), dead_lettered (parked in the DLQ).",
     ["subscriber", "event_type", "result"],
+)
+BUS_PAUSED = Gauge(
+    "bus_consumer_paused",
+    "1 while a subscriber waits for an unreachable dependency (Redis, PostgreSQL, RabbitMQ) "
+    "and takes no new message; its messages keep their attempts.",
+    ["subscriber", "event_type"],
+)
+BUS_OUTAGE_RETRIES = Counter(
+    "bus_outage_retries_total",
+    "Handler runs repeated because a dependency was unreachable (attempts not counted).",
+    ["subscriber", "event_type"],
 )
 BUS_HANDLING_DURATION = Histogram(
     "bus_event_handling_seconds",

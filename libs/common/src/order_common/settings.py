@@ -52,6 +52,25 @@ class ServiceSettings(BaseSettings):
     migrate_create_database: bool = True
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Bounded waits on PostgreSQL: a request fails with a 503 instead of hanging (see db.py).
+    db_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="longest wait to open a PostgreSQL connection (then 503)"
+    )
+    db_command_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="longest wait for one SQL statement (then 503)"
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="longest wait for a free pooled connection (then 503)"
+    )
+
+    # Longer than the gateway's upstream `keepalive_timeout` (60 s): the gateway closes an idle
+    # connection first, so it never sends a request on one this server is closing.
+    http_keep_alive_seconds: float = Field(
+        default=75, gt=0, description="idle kept-alive HTTP connections stay open this long"
+    )
+    http_graceful_shutdown_seconds: float = Field(
+        default=15, gt=0, description="after SIGTERM, requests in flight get this long to finish"
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Every key this service writes starts with this prefix, so runs sharing one Redis stay apart.

@@ -142,9 +142,10 @@ async def token(
     description="RFC 7517 key set. A token's `kid` header names the key that signed it; "
     "verifiers cache this document (it may be cached for 5 minutes) and fetch it again when "
     "they meet an unknown `kid`, which is how keys rotate without downtime.",
-    response_description="The current signing keys.",
+    response_description="Every key that may still verify a live token: the one that signs "
+    "now, a new one about to, and old ones until their last token has expired.",
 )
 async def jwks(issuer: TokenIssuerDep, response: Response) -> JwkSet:
     # Verifiers cache keys and refetch on an unknown kid, so a short public cache is safe.
     response.headers["Cache-Control"] = "public, max-age=300"
-    return JwkSet.model_validate(issuer.jwks())
+    return JwkSet.model_validate(await issuer.jwks())

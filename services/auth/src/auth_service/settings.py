@@ -19,9 +19,19 @@ class Settings(ServiceSettings):
     # Read in the lifespan (not here), so `migrate` works without it while `serve` refuses to
     # start without it.
     jwt_private_key_path: Path = Field(
-        default=Path(".dev/jwt-private.pem"),
-        description="PEM file with the RSA private key that signs tokens (a mounted secret in "
-        "Kubernetes; `auth-service generate-dev-key` makes a development one)",
+        default=Path(".dev/jwt-keys"),
+        description="the RSA private key that signs tokens: one PEM file, or a directory of "
+        "them for rotation (`auth-service rotate-key`; the newest signs, all are published); a "
+        "mounted secret in Kubernetes; `auth-service generate-dev-key` makes a development one",
+    )
+    jwt_key_activation_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="a new key is published this long before it signs, so every replica and "
+        "verifier knows it first",
+    )
+    jwt_keys_reload_seconds: float = Field(
+        default=10, ge=0, description="how often the key directory is read again"
     )
     access_token_ttl_seconds: int = Field(
         default=900, ge=60, le=86_400, description="lifetime of an access token"

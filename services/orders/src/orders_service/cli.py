@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         forwarded_allow_ips=args.forwarded_allow_ips,
         log_config=None,
         server_header=False,
+        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
+        # this server, closes it, so no request is ever sent on a connection being closed.
+        timeout_keep_alive=int(settings.http_keep_alive_seconds),
+        # In-flight requests get this long to finish after SIGTERM.
+        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
     )
 
 

@@ -24,6 +24,12 @@ class Settings(ServiceSettings, BusSettings):
         description="where the auth service publishes the keys that verify tokens",
     )
     jwks_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of a JWKS fetch")
+    jwks_max_age_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="cached signing keys are fetched again after this long (an unknown key id "
+        "fetches them at once), so a key auth no longer publishes stops verifying",
+    )
 
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
@@ -58,7 +64,14 @@ class Settings(ServiceSettings, BusSettings):
     outbox_cleanup_interval_seconds: float = Field(
         default=600.0,
         gt=0,
-        description="relay: how often it deletes the published outbox events past retention",
+        description="relay: how often it deletes the published outbox events past retention "
+        "(and the expired idempotency keys)",
+    )
+    idempotency_key_ttl_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="how long an `Idempotency-Key` of `POST /orders/` is remembered (24 h); "
+        "the relay deletes expired keys",
     )
     relay_metrics_port: int = Field(
         default=9101,
