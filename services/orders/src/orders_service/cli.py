@@ -48,21 +48,14 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_run_relay(settings))
         return
 
-    import uvicorn
+    from order_common.serve import serve as run_api
 
-    from order_common.telemetry import setup_telemetry
-    from orders_service.main import create_app
-
-    setup_telemetry(settings.service_name)
-
-    uvicorn.run(
-        create_app(settings),
+    run_api(
+        "orders_service.main:serve_app",
+        settings,
         host=args.host,
         port=args.port,
-        proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        log_config=None,
-        server_header=False,
     )
 
 
