@@ -58,7 +58,8 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        # Generous: each worker is a fresh interpreter, and the test machine may be busy.
+        deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             try:
@@ -84,7 +85,7 @@ def test_serve_runs_the_configured_workers_and_metrics_add_them_up(
     served: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     base, proc = served
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while len(_children(proc.pid)) < 2:
         assert time.monotonic() < deadline, _children(proc.pid)
         time.sleep(0.2)

@@ -25,6 +25,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -81,6 +82,17 @@ BUS_EVENTS_CONSUMED = Counter(
     "(the handler failed; back to the retry queue), dead_lettered (parked in the DLQ).",
     ["subscriber", "event_type", "result"],
 )
+BUS_PAUSED = Gauge(
+    "bus_consumer_paused",
+    "1 while a subscriber waits for an unreachable dependency (Redis, PostgreSQL, RabbitMQ) "
+    "and takes no new message; its messages keep their attempts.",
+    ["subscriber", "event_type"],
+)
+BUS_OUTAGE_RETRIES = Counter(
+    "bus_outage_retries_total",
+    "Handler runs repeated because a dependency was unreachable (attempts not counted).",
+    ["subscriber", "event_type"],
+)
 BUS_HANDLING_DURATION = Histogram(
     "bus_event_handling_seconds",
     "Time a subscriber's handler took for one message, whatever its result.",
@@ -91,8 +103,8 @@ BUS_HANDLING_DURATION = Histogram(
 
 RATE_LIMIT_REJECTIONS = Counter(
     "rate_limit_rejections_total",
-    "Requests refused with 429 by a rate limit, by scope (token-ip, token-username, "
-    "register-ip, orders).",
+    "Requests refused with 429 by a rate limit, by scope (token-ip, register-ip, "
+    "login-pair, login-ip, login-account, orders).",
     ["scope"],
 )
 

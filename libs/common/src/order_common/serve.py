@@ -97,6 +97,11 @@ def serve(
         log_config=None,
         access_log=settings.access_log,
         server_header=False,
+        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
+        # this server, closes it, so no request is ever sent on a connection being closed.
+        timeout_keep_alive=int(settings.http_keep_alive_seconds),
+        # In-flight requests get this long to finish after SIGTERM.
+        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
         # A worker is a fresh interpreter that imports the whole service before it answers
         # its supervisor's first ping; on a busy node that takes longer than uvicorn's 5 s.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,

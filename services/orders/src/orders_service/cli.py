@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         help="publish the outbox to RabbitMQ and apply order_processed (several may run)",
     )
 
-    migrate = commands.add_parser("migrate", help="create the database if needed and migrate it")
+    migrate = commands.add_parser(
+        "migrate",
+        help="migrate the database (creating it first unless *_MIGRATE_CREATE_DATABASE=false)",
+    )
     migrate.add_argument("--revision", default="head")
 
     args = parser.parse_args(argv)
@@ -42,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         from order_common.migrations import upgrade
 
-        upgrade(MIGRATIONS, settings.database_url, args.revision)
+        upgrade(
+            MIGRATIONS,
+            settings.database_url,
+            args.revision,
+            create_database=settings.migrate_create_database,
+        )
         return
     if args.command == "relay":
         asyncio.run(_run_relay(settings))

@@ -390,6 +390,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 EventType.ORDER_PROCESSED,
                 OrderProcessedHandler(session_factory, cache),
                 retry=settings.bus_retry_policy(),
+                outage_retry=settings.bus_outage_retry_policy(),
                 delivery_limit=settings.bus_delivery_limit,
             )
             await subscriber.start()
