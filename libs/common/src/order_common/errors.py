@@ -69,6 +69,17 @@ class TooManyRequests(DomainError):
     status_code = 429
 
 
+class InvalidInput(DomainError):
+    """422 in the shape of a validation error (``detail`` is a list naming ``loc``), for input
+    that only the use case can judge, e.g. an Idempotency-Key reused with another body."""
+
+    status_code = 422
+
+    def __init__(self, loc: tuple[str, ...], msg: str, error_type: str) -> None:
+        super().__init__(msg)
+        self.errors = [{"type": error_type, "loc": list(loc), "msg": msg}]
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -232,7 +243,8 @@ def _is_unstorable_text(exc: BaseException) -> bool:
 
 async def _domain_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    detail = exc.errors if isinstance(exc, InvalidInput) else exc.detail
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _input_error_handler(request: Request, exc: Exception) -> JSONResponse:

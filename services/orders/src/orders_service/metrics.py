@@ -19,6 +19,10 @@ CACHE_OPERATIONS = Counter(
     ["op", "result"],
 )
 ORDERS_CREATED = Counter("orders_created_total", "Orders created.")
+IDEMPOTENT_REPLAYS = Counter(
+    "orders_idempotent_replays_total",
+    "POST /orders/ requests answered with the order their Idempotency-Key already created.",
+)
 STATUS_CHANGES = Counter(
     "orders_status_changes_total", "Order status changes.", ["from_status", "to_status"]
 )

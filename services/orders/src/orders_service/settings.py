@@ -64,7 +64,14 @@ class Settings(ApiSettings, BusSettings):
     outbox_cleanup_interval_seconds: float = Field(
         default=600.0,
         gt=0,
-        description="relay: how often it deletes the published outbox events past retention",
+        description="relay: how often it deletes the published outbox events past retention "
+        "(and the expired idempotency keys)",
+    )
+    idempotency_key_ttl_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="how long an `Idempotency-Key` of `POST /orders/` is remembered (24 h); "
+        "the relay deletes expired keys",
     )
     relay_metrics_port: int = Field(
         default=9101,
