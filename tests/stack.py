@@ -48,6 +48,8 @@ class Stack:
     log_path: Path
     run_id: str
     extra: dict[str, str] = field(default_factory=dict)
+    # honcho's pid: it leads a session of its own holding every process of the stack.
+    pid: int = 0
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -190,7 +192,7 @@ def running_stack(workdir: Path, extra_env: dict[str, str] | None = None) -> Ite
             asyncio.run(_wait_for_subscriptions(bus_topology(env), time.monotonic() + 30))
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}:\n{log_path.read_text()[-4000:]}") from None
-        yield Stack(base_url=base_url, env=env, log_path=log_path, run_id=run_id)
+        yield Stack(base_url=base_url, env=env, log_path=log_path, run_id=run_id, pid=proc.pid)
     finally:
         stop(proc)
         for name in ("AUTH_DATABASE_URL", "ORDERS_DATABASE_URL"):
