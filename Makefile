@@ -5,12 +5,12 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VENV := .venv
 BIN := $(VENV)/bin
-DEV_KEY := .dev/jwt-private.pem
+DEV_KEY := .dev/jwt-keys
 
 # Further targets (deployment, benchmarks, ...) live in mk/*.mk, one file per concern.
 -include mk/*.mk
 
-.PHONY: help env uv install services nginx dev-key migrate run test test-unit lint format typecheck
+.PHONY: help env uv install services nginx dev-key rotate-key migrate run test test-unit lint format typecheck
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,13 +33,16 @@ nginx:
 dev-key: install ## Create the development JWT signing key (outside git) if absent
 	@$(BIN)/auth-service generate-dev-key $(DEV_KEY)
 
+rotate-key: install ## Add a JWT signing key to AUTH_JWT_PRIVATE_KEY_PATH (a directory); drop the retired ones
+	@$(BIN)/auth-service rotate-key
+
 migrate: install services ## Create the databases and run the migrations
 	@$(BIN)/auth-service migrate
 	@$(BIN)/orders-service migrate
 
 run: install services rabbitmq-ui nginx dev-key migrate ## Run the whole stack; gateway on http://localhost:8000
-	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (Ctrl-C stops everything)"
-	@$(BIN)/honcho start -f Procfile
+	@echo "gateway: http://localhost:$${GATEWAY_PORT:-8000}  (a process that dies restarts; Ctrl-C stops everything)"
+	@$(BIN)/python scripts/supervise.py -f Procfile --status-file .run/supervise.json
 
 test: install services nginx ## Unit, integration and end-to-end tests against the real services
 	@$(BIN)/pytest --ignore=tests/deploy  # the deployment checks: `make test-deploy`

@@ -111,7 +111,7 @@ def _parent(pid: int) -> int | None:
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (honcho and all it runs, a uvicorn master and its
+    """``root`` and every process below it (the supervisor and all it runs, a uvicorn master and its
     workers): by parent links, as the processes may start sessions of their own."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

@@ -167,7 +167,7 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
     with running_stack(workdir, BENCH_ENV) as stack, ExitStack() as resources:
         env = stack.env
         bench = Bench(profile, stack, workdir)
-        bench.sessions["stack (honcho)"] = stack.pid
+        bench.sessions["stack"] = stack.supervisor_pid
         workers = api_workers()
         print(f"stack up in {time.monotonic() - started:.0f} s; API workers: {workers}", flush=True)
 

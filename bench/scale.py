@@ -3,21 +3,28 @@ million in `make bench-full`). Each size is its own bench database, bulk-loaded,
 `orders-service serve` (same settings and worker count as the stack's) on its own Redis prefix;
 the sizes are alternated round by round like a scenario and its reference.
 
-The readers hold tokens signed with the stack's own signing key (auth's TokenIssuer), so that
-orders can belong to many users (a hundred each) without registering each of them."""
+The readers hold tokens signed with the stack's own signing key, with the claims auth puts in,
+so that orders can belong to many users (a hundred each) without registering each of them."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from auth_service.keys import TokenIssuer, load_signing_key
+import jwt
+
+from auth_service.keys import load_signing_key
+from auth_service.settings import Settings as AuthSettings
 from bench import data
 from bench.compare import Comparison, Measurement, alternate
 from bench.procs import orders_api
 from bench.scenarios import Bench, flush_prefix
 from bench.wrk import Request
+from order_common.jwt import ALGORITHM
 from tests.stack import free_port
 
 READERS = 200  # filler users whose tokens the readers hold
@@ -37,11 +44,24 @@ class Table:
         return f"{self.rows:,} rows"
 
 
-def _issuer(bench: Bench) -> TokenIssuer:
+def _minter(bench: Bench) -> Callable[[int], str]:
+    """Tokens as auth issues them (its claims, its key and kid), for any user id."""
     key = load_signing_key(Path(bench.stack.env["AUTH_JWT_PRIVATE_KEY_PATH"]))
-    return TokenIssuer(
-        key, issuer="order-platform-auth", audience="order-platform", ttl_seconds=6 * 3600
-    )
+    auth = AuthSettings()
+
+    def mint(user_id: int) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "iss": auth.jwt_issuer,
+            "aud": auth.jwt_audience,
+            "iat": now,
+            "exp": now + 6 * 3600,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+    return mint
 
 
 def prepare(bench: Bench, rows: int, resources: ExitStack) -> Table:
@@ -51,11 +71,11 @@ def prepare(bench: Bench, rows: int, resources: ExitStack) -> Table:
     data.migrate(url)
     table = data.scale_table(rows)
     data.load_scale(url, table)
-    issuer = _issuer(bench)
+    mint = _minter(bench)
     readers = [data.USER_BASE + i for i in range(min(READERS, table.users))]
     if table.heavy_orders:
         readers.append(data.HEAVY_USER)
-    tokens = {user: issuer.issue_sync(str(user)).access_token for user in readers}
+    tokens = {user: mint(user) for user in readers}
     sample = data.sample_orders(url, readers[:READERS], bench.profile.scale_pool)
     prefix = f"test:{run_id}:scale{rows}"
     port = free_port()

@@ -29,12 +29,16 @@ COMMON = {
     "service_name": "name in logs and metrics",
     "environment": "`development`, `test` or `production` (production refuses placeholder secrets)",
     "log_level": "log level of the JSON logs",
-    "database_url": "SQLAlchemy URL of this service's own database",
+    "database_url": "URL of this service's own database (`postgresql://` and `postgres://` "
+    "get the asyncpg driver)",
+    "migrate_create_database": "`migrate` creates the database first (connects to `postgres`); "
+    "`false` for a role that may only reach its own database",
     "db_pool_size": "connections kept in the pool (one pool per process)",
     "db_max_overflow": "extra connections the pool may open under load",
     "redis_url": "Redis URL (cache, rate limits)",
     "redis_key_prefix": "prefix of every Redis key this service writes",
     "redis_timeout_seconds": "Redis socket timeout; a dead Redis degrades, never stalls, requests",
+    "max_body_bytes": "largest request body accepted (413 beyond it), as the gateway enforces",
     "cors_allow_origins": "comma-separated origins allowed by CORS (never `*` with credentials)",
     "cors_allow_credentials": "whether CORS allows credentials",
     "rate_limit_enabled": "turn rate limiting off (tests, benchmarks)",

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--interval", help="scrape and rule evaluation interval, e.g. 1s")
     args = parser.parse_args(argv)
-    # The ports `make run` uses: the environment, else .env (honcho reads it), else defaults.
+    # The ports `make run` uses: the environment, else .env (the supervisor reads it), else
+    # the defaults.
     config = render(args.source, {**dotenv(ROOT / ".env"), **os.environ}, interval=args.interval)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -48,11 +48,15 @@ def load_values(name: str) -> dict[str, Any]:
     return yaml.safe_load((CHART / name).read_text())
 
 
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
+
 PROFILES: dict[str, dict[str, Any] | None] = {
     "default": None,
     "dev": load_values("values-dev.yaml"),
     "production": load_values("values-production.yaml"),
     "all-on": ALL_ON,
+    # helm/order-platform/examples/*.yaml, each as profile "example-<name>".
+    **{f"example-{p.stem}": load_values(f"examples/{p.name}") for p in EXAMPLES},
 }
 
 # Kinds kubernetes-validate knows; everything else is a CRD with a schema under schemas/.
@@ -258,3 +262,23 @@ def template_variables() -> set[str]:
 
     text = without_comments(GATEWAY_TEMPLATE.read_text())
     return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", text))
+
+
+def expand_env(container: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: each secretKeyRef read from
+    ``secrets`` (name -> key -> value), then $(VAR) replaced by variables defined before it."""
+    import re
+
+    env: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            value = secrets[ref["name"]][ref["key"]]
+        else:
+            value = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m.group(1), m.group(0)),
+                str(entry.get("value", "")),
+            )
+        env[entry["name"]] = value
+    return env

@@ -32,7 +32,7 @@ OUR_SERVICES = {"auth", "orders", "event-consumer", "worker"}
 
 
 def _json_lines(logs: str) -> list[dict[str, Any]]:
-    """The JSON records of the log: honcho prefixes each line with `time name.1 | `."""
+    """The JSON records of the log: the supervisor prefixes each line with `time name.1 | `."""
     records = []
     for line in logs.splitlines():
         _, _, payload = line.partition(" | ")

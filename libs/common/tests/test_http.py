@@ -61,6 +61,16 @@ async def test_an_unhandled_error_hides_its_traceback() -> None:
     assert response.json() == {"detail": "internal server error"}
 
 
+async def test_an_unhandled_error_is_answered_not_re_raised_to_the_server() -> None:
+    """Re-raised after the answer, uvicorn would close the kept-alive connection under it."""
+    transport = httpx.ASGITransport(app=app())  # raises what the app lets escape
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert response.headers["X-Request-ID"] == "boom-1"  # the middleware outside still applies
+
+
 async def test_request_id_is_echoed_or_made() -> None:
     async with client() as http:
         echoed = await http.get("/things", headers={"X-Request-ID": "abc-123"})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -147,3 +148,38 @@ async def test_keys_unavailable_is_a_503_not_a_401(
     with pytest.raises(KeysUnavailable) as raised:
         await verifier.verify(token(key, "k1"))
     assert raised.value.status_code == 503
+
+
+async def test_keys_past_their_max_age_are_fetched_again_so_a_removed_key_stops_verifying(
+    server: KeyServer,
+) -> None:
+    old, new = server.add_key("old"), server.add_key("new")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(
+            JWKS_URL, issuer=ISS, audience=AUD, http=http, max_age=0.2, leeway=0
+        )
+        assert (await verifier.verify(token(old, "old"))).user_id == 42
+        del server.keys["old"]  # auth removed the key
+        assert (await verifier.verify(token(old, "old"))).user_id == 42  # still cached
+        await asyncio.sleep(0.25)
+
+        with pytest.raises(Unauthorized, match="unknown signing key"):
+            await verifier.verify(token(old, "old"))
+        assert (await verifier.verify(token(new, "new"))).user_id == 42
+    assert server.requests == 2
+
+
+async def test_a_failed_refresh_of_stale_keys_keeps_the_cached_ones(server: KeyServer) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(
+            JWKS_URL, issuer=ISS, audience=AUD, http=http, max_age=0.1, min_refresh_interval=5
+        )
+        await verifier.verify(token(key, "k1"))
+        server.up = False
+        await asyncio.sleep(0.15)
+
+        claims = [await verifier.verify(token(key, "k1")) for _ in range(3)]
+
+    assert [c.user_id for c in claims] == [42, 42, 42]
+    assert server.requests == 2  # one failed refresh, then the throttle

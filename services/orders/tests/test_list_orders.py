@@ -170,3 +170,16 @@ async def test_user_id_that_is_not_a_number_returns_422(
     response = await client.get("/orders/user/me/", headers=user.headers)
 
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "cursor", ["0-" + "0" * 32, "99999999999999999-" + "f" * 32], ids=["epoch", "far-future"]
+)
+async def test_every_cursor_the_schema_allows_is_accepted(
+    client: httpx.AsyncClient, user: User, cursor: str
+) -> None:
+    response = await client.get(
+        f"/orders/user/{user.id}/", params={"cursor": cursor}, headers=user.headers
+    )
+
+    assert response.status_code == 200, response.text

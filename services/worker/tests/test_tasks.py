@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from order_common.bus import declare_exchange, delete_exchanges
 from order_common.dlq import count_messages
 from order_common.events import EventType, OrderProcessed, envelope, parse_envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_common.testing import TcpProxy, eventually
 from order_worker.app import OrderWorkerApp, create_celery
 from order_worker.publisher import BusPublisher
 from order_worker.settings import Settings
@@ -82,3 +84,50 @@ async def test_the_kombu_publisher_declares_the_exchange_exactly_as_the_bus_does
     finally:
         await delete_exchanges(channel, topology)
         await channel.close()
+
+
+async def test_a_report_that_fails_is_retried_without_processing_the_order_again(
+    settings: Settings, processed_queue: AbstractQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="order_worker")
+    # RabbitMQ behind a proxy that drops every connection at first: each publish fails.
+    proxy = await TcpProxy(5672).start(closed=True)
+    await proxy.refuse()
+    app = create_celery(
+        settings.model_copy(update={"amqp_url": proxy.url("amqp://guest:guest@127.0.0.1:{port}/")})
+    )
+    request = ProcessOrder(order_id=uuid.uuid4(), event_id=uuid.uuid4())
+    task = app.tasks[PROCESS_ORDER_TASK]
+
+    def messages(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    try:
+        running = asyncio.create_task(
+            asyncio.to_thread(lambda: task.apply(kwargs=request.model_dump(mode="json")).get())
+        )
+        # Three failed rounds of kombu's own reconnecting retries: the task retried twice.
+        await eventually(lambda: proxy.refused >= 9, timeout=30)
+        await proxy.open()
+        result = await asyncio.wait_for(running, 30)
+    finally:
+        await proxy.close()
+        app.resources().close()
+
+    assert messages(f"processing order {request.order_id}") == 1
+    assert messages(f"Order {request.order_id} processed") == 1
+    assert result == "reported"  # the last run only reported
+    message = await processed_queue.get(no_ack=True, timeout=5)
+    assert parse_envelope(message.body).data.order_id == request.order_id
+    assert await processed_queue.get(no_ack=True, fail=False) is None
+    # Processed and reported: a later delivery of the task changes nothing.
+    again = create_celery(settings)
+    try:
+        outcome = await asyncio.to_thread(
+            lambda: (
+                again.tasks[PROCESS_ORDER_TASK].apply(kwargs=request.model_dump(mode="json")).get()
+            )
+        )
+    finally:
+        again.resources().close()
+    assert outcome == "skipped"

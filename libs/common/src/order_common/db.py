@@ -24,12 +24,31 @@ def naming_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def build_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def build_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 10.0,
+    pool_timeout: float = 5.0,
+) -> AsyncEngine:
     """One engine (one pool) per process, built in the lifespan. Its pool is reported on the
-    metrics, and its statements are traced once ``setup_telemetry`` ran."""
+    metrics, and its statements are traced once ``setup_telemetry`` ran.
+
+    Every wait is bounded (the ``*_DB_*_TIMEOUT_SECONDS`` settings): opening a connection
+    (asyncpg's default is 60 s), each statement, and waiting for a free pooled connection
+    (SQLAlchemy's default is 30 s). A database that hangs then fails requests in seconds, with
+    a 503, instead of holding them. ``pool_pre_ping`` replaces the connections a restarted
+    server dropped, so a process recovers by itself."""
     # Looked up on the module at each call: the SQLAlchemy instrumentation wraps it there.
     engine = sqlalchemy.ext.asyncio.create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
+        connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
     watch_pool(engine.sync_engine)
     return engine

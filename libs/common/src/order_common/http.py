@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from order_common.body_limit import BodyLimitMiddleware
 from order_common.logging import request_id_var
 from order_common.metrics import SLASH_TWIN, MetricsMiddleware
 from order_common.settings import ServiceSettings
@@ -65,7 +66,8 @@ class RequestIdMiddleware:
 
 
 def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
-    """From the outside in: tracing (the server span), request id, metrics, CORS."""
+    """From the outside in: tracing (the server span), request id, metrics, CORS, body limit."""
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,

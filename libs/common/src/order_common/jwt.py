@@ -1,7 +1,9 @@
 """JWT verification against the auth service's JWKS.
 
 Keys are cached; an unknown ``kid`` triggers one refresh (throttled, so a flood of forged kids
-cannot hammer auth). The algorithm is pinned to RS256 and ``iss``, ``aud``, ``exp`` are checked."""
+cannot hammer auth), and keys older than ``max_age`` are fetched again, so a key that auth
+stopped publishing stops verifying. The algorithm is pinned to RS256 and ``iss``, ``aud``,
+``exp`` are checked."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class JwksVerifier:
         audience: str,
         http: httpx.AsyncClient,
         min_refresh_interval: float = 10.0,
+        max_age: float = 300.0,
         leeway: float = 5.0,
     ) -> None:
         self._jwks_url = jwks_url
@@ -51,6 +54,7 @@ class JwksVerifier:
         self._audience = audience
         self._http = http
         self._min_refresh_interval = min_refresh_interval
+        self._max_age = max_age
         self._leeway = leeway
         self._keys: dict[str, Any] = {}
         self._last_refresh = float("-inf")
@@ -71,6 +75,8 @@ class JwksVerifier:
         logger.info("JWKS refreshed", extra={"kids": sorted(keys)})
 
     async def _key_for(self, kid: str) -> Any:
+        if time.monotonic() - self._last_refresh >= self._max_age and self._keys:
+            await self._refresh_stale()
         key = self._keys.get(kid)
         if key is not None:
             return key
@@ -87,6 +93,18 @@ class JwksVerifier:
         if key is None:
             raise Unauthorized("invalid token: unknown signing key")
         return key
+
+    async def _refresh_stale(self) -> None:
+        """Fetch the keys again once ``max_age`` has passed; on failure keep the cached ones
+        (auth briefly down must not lock everybody out) and try again after the throttle."""
+        async with self._lock:
+            if time.monotonic() - self._last_refresh < self._max_age:
+                return  # another request refreshed meanwhile
+            try:
+                await self.refresh()
+            except (httpx.HTTPError, ValueError) as exc:
+                logger.warning("JWKS refresh failed, keeping the cached keys: %s", exc)
+                self._last_refresh = time.monotonic() - self._max_age + self._min_refresh_interval
 
     async def verify(self, token: str) -> TokenClaims:
         try:

@@ -74,8 +74,8 @@ BUS_HANDLING_DURATION = Histogram(
 
 RATE_LIMIT_REJECTIONS = Counter(
     "rate_limit_rejections_total",
-    "Requests refused with 429 by a rate limit, by scope (token-ip, token-username, "
-    "register-ip, orders).",
+    "Requests refused with 429 by a rate limit, by scope (token-ip, register-ip, "
+    "login-pair, login-ip, login-account, orders).",
     ["scope"],
 )
 

@@ -22,10 +22,19 @@ def alembic_config(script_location: str, database_url: str) -> Config:
     return config
 
 
-def upgrade(script_location: str, database_url: str, revision: str = "head") -> None:
-    """Create the database if needed, then migrate it. Runs its own event loop: call it from
-    synchronous code (a CLI, a test session fixture), not from inside a running loop."""
-    asyncio.run(ensure_database(database_url))
+def upgrade(
+    script_location: str,
+    database_url: str,
+    revision: str = "head",
+    *,
+    create_database: bool = True,
+) -> None:
+    """Migrate the database, creating it first when ``create_database`` (that step connects to
+    the ``postgres`` maintenance database; without it only ``database_url``'s own database is
+    connected to). Runs its own event loop: call it from synchronous code (a CLI, a test
+    session fixture), not from inside a running loop."""
+    if create_database:
+        asyncio.run(ensure_database(database_url))
     command.upgrade(alembic_config(script_location, database_url), revision)
 
 

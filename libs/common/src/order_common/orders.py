@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from order_common.money import MAX_AMOUNT, Money
+from order_common.text import StorableText
 
 MAX_ITEMS = 100
 
@@ -55,7 +56,7 @@ def transition(current: OrderStatus, requested: OrderStatus) -> bool:
 class OrderItem(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200, examples=["Laptop"])
+    name: StorableText = Field(min_length=1, max_length=200, examples=["Laptop"])
     quantity: int = Field(ge=1, le=10_000, examples=[1])
     price: Money
 

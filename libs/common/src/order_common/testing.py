@@ -7,7 +7,9 @@ production code nothing. Each test directory keeps its own fixtures, built from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -103,6 +105,106 @@ async def delete_topology(
         await delete_subscription(channel, topology, subscriber, event_type)
     await delete_exchanges(channel, topology)
     await channel.close()
+
+
+class TcpProxy:
+    """A TCP proxy in front of a real service (Redis, PostgreSQL, RabbitMQ) that a test closes
+    and opens: closed, its port refuses connections and the ones open are cut, as when the
+    service is down; opened, it forwards again on the same port. The shared services are never
+    stopped. ``async with TcpProxy(port) as proxy:`` starts it open; ``start(closed=True)``
+    closed. ``refuse()`` keeps the port open but drops each connection at once, counting them
+    in ``refused``: a service that accepts and fails, and a count of the client's attempts."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self.connections = 0  # forwarded so far
+        self.refused = 0  # dropped while refusing
+        self._refusing = False
+
+    async def start(self, *, closed: bool = False) -> TcpProxy:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        if not closed:
+            await self.open()
+        return self
+
+    def url(self, scheme_and_rest: str) -> str:
+        """``scheme_and_rest`` with ``{port}`` replaced, e.g. ``"redis://127.0.0.1:{port}/1"``."""
+        return scheme_and_rest.format(port=self.port)
+
+    @property
+    def is_open(self) -> bool:
+        return self._server is not None
+
+    async def refuse(self) -> None:
+        """Accept connections and drop them at once."""
+        await self.open()
+        self._refusing = True
+
+    async def open(self) -> None:
+        self._refusing = False
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, reuse_address=True
+            )
+
+    async def close(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> TcpProxy:
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            self.refused += 1
+            writer.transport.abort()
+            return
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+        self._tasks.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            self._tasks.difference_update(pumps)
+            for side in (writer, up_writer):
+                side.transport.abort()
+                self._writers.discard(side)
+
+    @staticmethod
+    async def _pump(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await source.read(65536):
+                target.write(data)
+                await target.drain()
 
 
 async def delete_redis_keys(url: str, prefix: str) -> None:

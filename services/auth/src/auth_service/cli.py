@@ -1,16 +1,20 @@
-"""`auth-service serve | migrate | generate-dev-key`."""
+"""`auth-service serve | migrate | generate-dev-key | rotate-key`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from auth_service.keys import (
     DEV_KEY_BITS,
+    KEY_SUFFIX,
     SigningKeyError,
-    load_signing_key,
+    key_file_name,
+    load_key_ring,
+    rotate,
     write_new_private_key,
 )
 from auth_service.settings import Settings
@@ -24,7 +28,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     # The lifespan checks the key too, but its refusal would come wrapped in a traceback.
     try:
-        load_signing_key(settings.jwt_private_key_path)
+        load_key_ring(settings.jwt_private_key_path)
     except SigningKeyError as exc:
         print(f"auth-service: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +45,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # create_app configured JSON logging; keep uvicorn from replacing it.
         log_config=None,
         server_header=False,
+        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
+        # this server, closes it, so no request is ever sent on a connection being closed.
+        timeout_keep_alive=int(settings.http_keep_alive_seconds),
+        # In-flight requests get this long to finish after SIGTERM.
+        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
     )
     return 0
 
@@ -48,16 +57,51 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     from order_common.migrations import upgrade
 
-    upgrade("auth_service:migrations", settings.database_url)
+    upgrade(
+        "auth_service:migrations",
+        settings.database_url,
+        create_database=settings.migrate_create_database,
+    )
     return 0
 
 
 def _generate_dev_key(settings: Settings, args: argparse.Namespace) -> int:
     path: Path = args.path or settings.jwt_private_key_path
+    if path.is_dir() or path.suffix != KEY_SUFFIX:  # a key ring: its first key
+        if path.is_dir() and any(p.suffix == KEY_SUFFIX for p in path.iterdir()):
+            print(f"{path} holds keys; left unchanged")
+            return 0
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = path / key_file_name(time.time())
     if write_new_private_key(path, bits=args.bits):
         print(f"created RSA-{args.bits} private key {path} (mode 0600)")
     else:
         print(f"{path} exists; left unchanged")
+    return 0
+
+
+def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
+    directory: Path = args.path or settings.jwt_private_key_path
+    # A removed key's tokens must all have expired: their lifetime, the verifiers' leeway and
+    # the time every replica needs to read the directory again.
+    keep = settings.access_token_ttl_seconds + settings.jwt_keys_reload_seconds + 60
+    try:
+        new, removed = rotate(
+            directory,
+            bits=args.bits,
+            activation_seconds=settings.jwt_key_activation_seconds,
+            keep_seconds=keep,
+            prune=not args.keep_all,
+        )
+    except SigningKeyError as exc:
+        print(f"auth-service: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"created {new.path} (kid {new.key.kid}); published at the next key reload, signing "
+        f"after {settings.jwt_key_activation_seconds:g} s"
+    )
+    for old in removed:
+        print(f"removed {old.path} (kid {old.key.kid}): retired more than {keep} s ago")
     return 0
 
 
@@ -70,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8001)
     serve.set_defaults(handler=_serve)
 
-    migrate = commands.add_parser("migrate", help="create the database if needed and migrate it")
+    migrate = commands.add_parser(
+        "migrate",
+        help="migrate the database (creating it first unless *_MIGRATE_CREATE_DATABASE=false)",
+    )
     migrate.set_defaults(handler=_migrate)
 
     key = commands.add_parser(
@@ -80,10 +127,24 @@ def _parser() -> argparse.ArgumentParser:
         "path",
         nargs="?",
         type=Path,
-        help="default: AUTH_JWT_PRIVATE_KEY_PATH (.dev/jwt-private.pem)",
+        help="a PEM file, or a directory to start a key ring in; default: "
+        "AUTH_JWT_PRIVATE_KEY_PATH (.dev/jwt-keys)",
     )
     key.add_argument("--bits", type=int, choices=(2048, 3072, 4096), default=DEV_KEY_BITS)
     key.set_defaults(handler=_generate_dev_key)
+
+    rotate_key = commands.add_parser(
+        "rotate-key",
+        help="add a new signing key to the key directory and remove the keys no live token needs",
+    )
+    rotate_key.add_argument(
+        "path", nargs="?", type=Path, help="default: AUTH_JWT_PRIVATE_KEY_PATH (a directory)"
+    )
+    rotate_key.add_argument("--bits", type=int, choices=(2048, 3072, 4096), default=DEV_KEY_BITS)
+    rotate_key.add_argument(
+        "--keep-all", action="store_true", help="remove no key, however long retired"
+    )
+    rotate_key.set_defaults(handler=_rotate_key)
     return parser
 
 

@@ -3,7 +3,6 @@ which the lifespan fills."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from limits import RateLimitItem
 
 from auth_service.keys import TokenIssuer
+from auth_service.login_guard import LoginGuard
 from auth_service.repository import AuthUnitOfWork
 from auth_service.security import PasswordHasher
 from auth_service.settings import Settings
@@ -21,14 +21,12 @@ from order_common.ratelimit import RateLimiter, parse_limit
 @dataclass(frozen=True)
 class RateLimits:
     token_ip: RateLimitItem
-    token_username: RateLimitItem
     register_ip: RateLimitItem
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         return cls(
             token_ip=parse_limit(settings.rate_limit_token_ip),
-            token_username=parse_limit(settings.rate_limit_token_username),
             register_ip=parse_limit(settings.rate_limit_register),
         )
 
@@ -52,6 +50,11 @@ async def get_token_issuer(request: Request) -> TokenIssuer:
     return issuer
 
 
+async def get_login_guard(request: Request) -> LoginGuard:
+    guard: LoginGuard = request.app.state.login_guard
+    return guard
+
+
 async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
@@ -72,6 +75,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 UowDep = Annotated[AuthUnitOfWork, Depends(get_uow)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 TokenIssuerDep = Annotated[TokenIssuer, Depends(get_token_issuer)]
+LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 RateLimitsDep = Annotated[RateLimits, Depends(get_rate_limits)]
 ClientIpDep = Annotated[str, Depends(client_ip)]
@@ -83,20 +87,7 @@ async def limit_token_by_ip(
     await limiter.hit(limits.token_ip, "token-ip", ip)
 
 
-async def rate_limited_token_form(
-    limiter: RateLimiterDep,
-    limits: RateLimitsDep,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-) -> OAuth2PasswordRequestForm:
-    """The login form, counted against the per-account limit. Keyed by a digest of the
-    normalized username: no addresses in Redis, and a huge username still makes a short key."""
-    username = form.username.strip().lower()
-    digest = hashlib.sha256(username.encode("utf-8")).hexdigest()
-    await limiter.hit(limits.token_username, "token-username", digest)
-    return form
-
-
-TokenFormDep = Annotated[OAuth2PasswordRequestForm, Depends(rate_limited_token_form)]
+TokenFormDep = Annotated[OAuth2PasswordRequestForm, Depends()]
 
 
 async def limit_register_by_ip(

@@ -8,7 +8,8 @@ import anyio
 from fastapi import FastAPI
 
 from auth_service.deps import RateLimits
-from auth_service.keys import TokenIssuer, load_signing_key
+from auth_service.keys import KeyRing, TokenIssuer
+from auth_service.login_guard import LoginGuard, LoginGuardPolicy
 from auth_service.router import TAGS, router
 from auth_service.security import PasswordHasher
 from auth_service.settings import Settings
@@ -33,13 +34,21 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     # First, so a missing or bad key stops startup before anything else is opened.
-    signing_key = await anyio.to_thread.run_sync(load_signing_key, settings.jwt_private_key_path)
+    keys = KeyRing(
+        settings.jwt_private_key_path,
+        activation_seconds=settings.jwt_key_activation_seconds,
+        reload_seconds=settings.jwt_keys_reload_seconds,
+    )
+    await anyio.to_thread.run_sync(keys.load_sync)
 
     async with AsyncExitStack() as stack:
         engine = build_engine(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
         )
         stack.push_async_callback(engine.dispose)
         redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
@@ -64,14 +73,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.session_factory = build_session_factory(engine)
         app.state.redis = redis
         app.state.rate_limiter = rate_limiter
+        app.state.login_guard = LoginGuard(
+            redis,
+            LoginGuardPolicy(
+                pair_failures=settings.login_guard_pair_failures,
+                block_seconds=settings.login_guard_block_seconds,
+                block_max_seconds=settings.login_guard_block_max_seconds,
+                ip_failures=settings.login_guard_ip_failures,
+                ip_window_seconds=settings.login_guard_ip_window_seconds,
+                account_failures=settings.login_guard_account_failures,
+                account_window_seconds=settings.login_guard_account_window_seconds,
+                forget_seconds=settings.login_guard_forget_seconds,
+            ),
+            key_prefix=settings.redis_key_prefix,
+            enabled=settings.login_guard_enabled and settings.rate_limit_enabled,
+        )
         app.state.password_hasher = hasher
         app.state.token_issuer = TokenIssuer(
-            signing_key,
+            keys,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             ttl_seconds=settings.access_token_ttl_seconds,
         )
-        logger.info("auth service started", extra={"kid": signing_key.kid})
+        logger.info("auth service started", extra={"kid": (await keys.signing_key()).kid})
         yield
 
 

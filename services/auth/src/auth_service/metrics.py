@@ -1,6 +1,7 @@
 """Prometheus metrics of the auth service, on its /metrics with the shared HTTP, pool and
 rate-limit metrics of ``order_common.metrics`` (``rate_limit_rejections_total`` counts the
-429s of /token/ and /register/ by scope)."""
+429s of /token/ and /register/ by scope: token-ip, register-ip, and the login guard's
+login-pair, login-ip, login-account)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,15 @@ LOGINS = Counter(
     ["result"],
 )
 
+LOGIN_GUARD_UNAVAILABLE = Counter(
+    "login_guard_unavailable_total",
+    "Login attempts let through unguarded (or successes not recorded) because Redis could not "
+    "be reached: the login guard fails open.",
+)
+
 for _result in ("created", "conflict"):
     REGISTRATIONS.labels(_result)
 for _result in ("success", "failure"):
     LOGINS.labels(_result)
-for _scope in ("token-ip", "token-username", "register-ip"):
+for _scope in ("token-ip", "register-ip", "login-pair", "login-ip", "login-account"):
     RATE_LIMIT_REJECTIONS.labels(_scope)

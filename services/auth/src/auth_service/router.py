@@ -4,7 +4,9 @@ from fastapi import Depends, Response, status
 
 from auth_service import service
 from auth_service.deps import (
+    ClientIpDep,
     HasherDep,
+    LoginGuardDep,
     TokenFormDep,
     TokenIssuerDep,
     UowDep,
@@ -76,8 +78,8 @@ async def register(body: UserCreate, uow: UowDep, hasher: HasherDep) -> UserRead
 @router.post(
     "/token/",
     response_model=TokenResponse,
-    # The IP limit runs first and counts even malformed requests; the form dependency
-    # counts the attempt against the account.
+    # A generous request ceiling per IP that counts even malformed requests; the login guard
+    # in the use case counts failed logins.
     dependencies=[Depends(limit_token_by_ip)],
     operation_id="token",
     summary="Log in: get a bearer token (OAuth2 password flow)",
@@ -86,8 +88,12 @@ async def register(body: UserCreate, uow: UowDep, hasher: HasherDep) -> UserRead
     "`access_token` goes into `Authorization: Bearer <token>` on every `/orders` request until "
     "it expires (`expires_in` seconds). On the gateway's `/docs` page, **Authorize** does this "
     "for you.\n\n"
-    "Limited per client IP and per account (10 attempts a minute each by default), so "
-    "passwords cannot be guessed quickly from one address or against one account.",
+    "Failed logins are counted (successful ones never are): after 5 consecutive failures for "
+    "one account from one IP that pair waits (429 with `Retry-After`, 30 s at first, doubling "
+    "up to 15 minutes; a successful login resets it); one IP is refused after 100 failures "
+    "across accounts in 15 minutes; and past 50 failures of one account from anywhere, only "
+    "the IPs that failed for it are refused, so the owner elsewhere still gets in. Defaults; "
+    "see `AUTH_LOGIN_GUARD_*`.",
     response_description="A signed access token. The answer is never cached (`no-store`).",
     responses=responses(
         UNAUTHORIZED.but(
@@ -96,7 +102,11 @@ async def register(body: UserCreate, uow: UowDep, hasher: HasherDep) -> UserRead
         ),
         BODY_TOO_LARGE,
         VALIDATION_ERROR,
-        TOO_MANY_REQUESTS,
+        TOO_MANY_REQUESTS.but(
+            "Too many failed logins for this account from this IP, from this IP, or for this "
+            "account; `Retry-After` says when to try again.",
+            "too many failed logins; retry in 30 s",
+        ),
         validation_example={
             "detail": [{"type": "missing", "loc": ["body", "password"], "msg": "Field required"}]
         },
@@ -107,10 +117,18 @@ async def token(
     uow: UowDep,
     hasher: HasherDep,
     issuer: TokenIssuerDep,
+    guard: LoginGuardDep,
+    ip: ClientIpDep,
     response: Response,
 ) -> TokenResponse:
     issued = await service.issue_token(
-        uow, hasher, issuer, username=form.username, password=form.password
+        uow,
+        hasher,
+        issuer,
+        guard,
+        username=form.username,
+        password=form.password,
+        client_ip=ip,
     )
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1
     return TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
@@ -124,9 +142,10 @@ async def token(
     description="RFC 7517 key set. A token's `kid` header names the key that signed it; "
     "verifiers cache this document (it may be cached for 5 minutes) and fetch it again when "
     "they meet an unknown `kid`, which is how keys rotate without downtime.",
-    response_description="The current signing keys.",
+    response_description="Every key that may still verify a live token: the one that signs "
+    "now, a new one about to, and old ones until their last token has expired.",
 )
 async def jwks(issuer: TokenIssuerDep, response: Response) -> JwkSet:
     # Verifiers cache keys and refetch on an unknown kid, so a short public cache is safe.
     response.headers["Cache-Control"] = "public, max-age=300"
-    return JwkSet.model_validate(issuer.jwks())
+    return JwkSet.model_validate(await issuer.jwks())

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from order_common.text import StorableText
+
 PASSWORD_MIN_LENGTH = 6
 PASSWORD_MAX_LENGTH = 128
 
@@ -18,7 +20,7 @@ class UserCreate(BaseModel):
     )
 
     email: EmailStr = Field(description="Unique, compared case-insensitively; the login name.")
-    password: str = Field(
+    password: StorableText = Field(
         min_length=PASSWORD_MIN_LENGTH,
         max_length=PASSWORD_MAX_LENGTH,
         description="6 to 128 characters. Stored only as an argon2id hash.",

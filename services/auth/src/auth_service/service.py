@@ -6,6 +6,7 @@ import logging
 
 from auth_service.errors import EmailAlreadyRegistered, InvalidCredentials
 from auth_service.keys import IssuedToken, TokenIssuer
+from auth_service.login_guard import LoginGuard
 from auth_service.metrics import LOGINS, REGISTRATIONS
 from auth_service.models import EMAIL_MAX_LENGTH, User
 from auth_service.repository import AuthUnitOfWork, EmailTaken
@@ -46,11 +47,15 @@ async def issue_token(
     uow: AuthUnitOfWork,
     hasher: PasswordHasher,
     issuer: TokenIssuer,
+    guard: LoginGuard,
     *,
     username: str,
     password: str,
+    client_ip: str,
 ) -> IssuedToken:
     email = normalize_email(username)
+    # Before any lookup or hash: a refused attempt costs no argon2 work and checks nothing.
+    await guard.admit(email, client_ip)
     user_id: int | None = None
     stored_hash: str | None = None
     if len(email) <= EMAIL_MAX_LENGTH:
@@ -69,6 +74,7 @@ async def issue_token(
             await uow.users.set_password_hash(user_id, new_hash)
             await uow.commit()
         logger.info("password hash upgraded", extra={"user_id": user_id})
+    await guard.succeeded(email, client_ip)
     token = await issuer.issue(str(user_id))
     LOGINS.labels("success").inc()
     logger.info("token issued", extra={"user_id": user_id})

@@ -19,9 +19,19 @@ class Settings(ServiceSettings):
     # Read in the lifespan (not here), so `migrate` works without it while `serve` refuses to
     # start without it.
     jwt_private_key_path: Path = Field(
-        default=Path(".dev/jwt-private.pem"),
-        description="PEM file with the RSA private key that signs tokens (a mounted secret in "
-        "Kubernetes; `auth-service generate-dev-key` makes a development one)",
+        default=Path(".dev/jwt-keys"),
+        description="the RSA private key that signs tokens: one PEM file, or a directory of "
+        "them for rotation (`auth-service rotate-key`; the newest signs, all are published); a "
+        "mounted secret in Kubernetes; `auth-service generate-dev-key` makes a development one",
+    )
+    jwt_key_activation_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="a new key is published this long before it signs, so every replica and "
+        "verifier knows it first",
+    )
+    jwt_keys_reload_seconds: float = Field(
+        default=10, ge=0, description="how often the key directory is read again"
     )
     access_token_ttl_seconds: int = Field(
         default=900, ge=60, le=86_400, description="lifetime of an access token"
@@ -38,15 +48,50 @@ class Settings(ServiceSettings):
     )
 
     rate_limit_token_ip: str = Field(
-        default="10/minute",
-        description="`/token/` attempts per client IP (`limits` notation)",
-    )
-    rate_limit_token_username: str = Field(
-        default="10/minute",
-        description="`/token/` attempts per username, across IPs",
+        default="600/minute",
+        description="`/token/` requests per client IP, a generous ceiling against floods; "
+        "guessing is stopped by the login guard (`AUTH_LOGIN_GUARD_*`)",
     )
     rate_limit_register: str = Field(
         default="20/minute", description="`/register/` requests per client IP"
+    )
+
+    # Login protection (auth_service.login_guard): only failed logins count.
+    login_guard_enabled: bool = Field(
+        default=True,
+        description="count failed logins and refuse guessing (also off with "
+        "`AUTH_RATE_LIMIT_ENABLED=false`)",
+    )
+    login_guard_pair_failures: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failures of one account from one IP before a block",
+    )
+    login_guard_block_seconds: float = Field(
+        default=30, gt=0, description="first block of an account + IP pair; doubles per repeat"
+    )
+    login_guard_block_max_seconds: float = Field(
+        default=900, gt=0, description="longest block of an account + IP pair"
+    )
+    login_guard_ip_failures: int = Field(
+        default=100, ge=1, description="failures from one IP across accounts before it is refused"
+    )
+    login_guard_ip_window_seconds: int = Field(
+        default=900, ge=1, description="window of the per-IP failure count"
+    )
+    login_guard_account_failures: int = Field(
+        default=50,
+        ge=1,
+        description="failures of one account across IPs past which the IPs that failed for it "
+        "are refused (others, the owner's, still get in)",
+    )
+    login_guard_account_window_seconds: int = Field(
+        default=900, ge=1, description="window of the per-account failure count"
+    )
+    login_guard_forget_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="a pair's failures and block count are forgotten after this long without one",
     )
 
     forwarded_allow_ips: str = Field(
@@ -55,7 +100,7 @@ class Settings(ServiceSettings):
         "comma-separated IPs or CIDRs",
     )
 
-    @field_validator("rate_limit_token_ip", "rate_limit_token_username", "rate_limit_register")
+    @field_validator("rate_limit_token_ip", "rate_limit_register")
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         parse_limit(value)  # raises ValueError naming the string it cannot read

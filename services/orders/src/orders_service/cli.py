@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         help="publish the outbox to RabbitMQ and apply order_processed (several may run)",
     )
 
-    migrate = commands.add_parser("migrate", help="create the database if needed and migrate it")
+    migrate = commands.add_parser(
+        "migrate",
+        help="migrate the database (creating it first unless *_MIGRATE_CREATE_DATABASE=false)",
+    )
     migrate.add_argument("--revision", default="head")
 
     args = parser.parse_args(argv)
@@ -42,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         from order_common.migrations import upgrade
 
-        upgrade(MIGRATIONS, settings.database_url, args.revision)
+        upgrade(
+            MIGRATIONS,
+            settings.database_url,
+            args.revision,
+            create_database=settings.migrate_create_database,
+        )
         return
     if args.command == "relay":
         asyncio.run(_run_relay(settings))
@@ -63,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         forwarded_allow_ips=args.forwarded_allow_ips,
         log_config=None,
         server_header=False,
+        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
+        # this server, closes it, so no request is ever sent on a connection being closed.
+        timeout_keep_alive=int(settings.http_keep_alive_seconds),
+        # In-flight requests get this long to finish after SIGTERM.
+        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
     )
 
 

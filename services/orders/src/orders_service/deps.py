@@ -16,7 +16,7 @@ from order_common.errors import Unauthorized
 from order_common.jwt import JwksVerifier, TokenClaims
 from order_common.ratelimit import RateLimiter
 from orders_service.cache import OrderCache
-from orders_service.schemas import Cursor
+from orders_service.schemas import CURSOR_PATTERN, Cursor
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -83,7 +83,11 @@ async def get_page_params(
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, description="Orders per page.")] = None,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="The cursor from the Link of a page.")
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="The cursor from the `Link` of the previous page (opaque).",
+        ),
     ] = None,
 ) -> PageParams:
     if limit is None:

@@ -40,6 +40,9 @@ def create_app(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
         )
         redis = build_redis(settings.redis_url, settings.redis_timeout_seconds)
         http = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
@@ -54,6 +57,7 @@ def create_app(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             http=http,
+            max_age=settings.jwks_max_age_seconds,
         )
         app.state.rate_limiter = limiter = RateLimiter(
             settings.redis_url,

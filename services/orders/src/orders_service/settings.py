@@ -24,6 +24,12 @@ class Settings(ServiceSettings, BusSettings):
         description="where the auth service publishes the keys that verify tokens",
     )
     jwks_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of a JWKS fetch")
+    jwks_max_age_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="cached signing keys are fetched again after this long (an unknown key id "
+        "fetches them at once), so a key auth no longer publishes stops verifying",
+    )
 
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"

@@ -25,10 +25,11 @@ from order_worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = ("processed", "skipped", "retried", "failed")
+OUTCOMES = ("processed", "reported", "skipped", "retried", "failed")
 TASKS = Counter(
     "worker_tasks_total",
-    "Celery tasks run, by outcome: processed, skipped (the order was processed before), "
+    "Celery tasks run, by outcome: processed, reported (processed before, only its report "
+    "was missing), skipped (processed and reported before), "
     "retried (a transient error; the task runs again after a back-off), failed (gave up).",
     ["task", "outcome"],
 )

@@ -18,7 +18,9 @@ from order_common.bus import JSON, UNROUTED_QUEUE_ARGUMENTS, Topology
 from order_common.events import Envelope
 from order_common.telemetry import SpanKind, inject_headers, start_span
 
-_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 1, "interval_max": 2}
+# A dropped connection is reopened at once and the publish tried again; an outage longer
+# than that fails the publish, and the task retries it with back-off (order_worker.tasks).
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 
 class BusPublisher:
