@@ -8,6 +8,7 @@ taken per round, and the median of those ratios is reported."""
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -47,6 +48,7 @@ class Comparison:
     references: list[str]
     rounds: list[dict[str, Measurement]] = field(default_factory=list)
     note: str = ""
+    seconds: float = 0.0  # wall time of all its rounds
 
     def ratios(self, reference: str, metric: Metric = throughput) -> list[float]:
         out = []
@@ -88,6 +90,7 @@ class Comparison:
             "failed": self.failed,
             "valid": self.valid,
             "note": self.note,
+            "seconds": self.seconds,
             "rounds": [{k: m.to_json() for k, m in r.items()} for r in self.rounds],
         }
 
@@ -104,11 +107,13 @@ def alternate(
 ) -> Comparison:
     """Run ``scenario`` and each reference in turn, ``rounds`` times (A B A B ...)."""
     comparison = Comparison(name, list(references))
+    started = time.monotonic()
     for _ in range(rounds):
         measured = {SCENARIO: scenario()}
         for ref, run in references.items():
             measured[ref] = run()
         comparison.rounds.append(measured)
+    comparison.seconds = time.monotonic() - started
     return comparison
 
 

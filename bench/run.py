@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -55,8 +56,10 @@ BENCH_ENV = {
 PROFILES = {
     "quick": Profile(
         name="quick",
-        seconds=1,
+        # Long enough that a request on a busy box still gets answered within its run.
+        seconds=2,
         rounds=1,
+        connections=8,
         users=4,
         orders_per_user=600,
         cached_pool=300,
@@ -159,10 +162,10 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
     def phase(text: str) -> None:
         print(f"\n[{time.monotonic() - started:5.0f} s] {text}", flush=True)
 
-    def keep(comparisons: list[Comparison]) -> None:
-        for c in comparisons:
+    def keep(comparisons: Iterable[Comparison]) -> None:
+        for c in comparisons:  # printed as each one ends
             results[c.name] = c
-            print(comparison_table([c], header=False), flush=True)
+            print(f"{comparison_table([c], header=False)}  ({c.seconds:.0f} s)", flush=True)
 
     with running_stack(workdir, BENCH_ENV) as stack, ExitStack() as resources:
         env = stack.env
@@ -234,7 +237,7 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
         posts = [Request("POST", "/orders/", u.token, body) for u in bench.users]
 
         def post_at(rate: float, seconds: float) -> Any:
-            connections = int(min(256, max(8, rate // 3)))
+            connections = int(min(256, max(8, rate // 2)))
             return bench.load(
                 stack.base_url, posts, rate=rate, connections=connections, seconds=seconds
             )

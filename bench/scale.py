@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +87,7 @@ def prepare(bench: Bench, rows: int, resources: ExitStack) -> Table:
     return Table(rows, url, api.url, prefix, tokens, pool)
 
 
-def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
+def comparisons(bench: Bench, small: Table, big: Table) -> Iterator[Comparison]:
     rounds = bench.profile.rounds
     label = f"{big.label} vs {small.label}"
 
@@ -102,10 +102,9 @@ def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
         path = f"/orders/user/{user}/"
         return bench.load(table.api_url, [Request("GET", path, table.tokens[user])])
 
-    out = []
     for table in (small, big):
         bench.load(table.api_url, table.pool, mode="walk", seconds=120)  # warm the cache
-    out.append(
+    yield (
         alternate(
             f"scale: cached GET, {label}",
             lambda: cached(big),
@@ -113,7 +112,7 @@ def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
             rounds,
         )
     )
-    out.append(
+    yield (
         alternate(
             f"scale: cache-miss GET, {label}",
             lambda: miss(big),
@@ -122,7 +121,7 @@ def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
         )
     )
     user = data.USER_BASE  # a hundred orders at every size
-    out.append(
+    yield (
         alternate(
             f"scale: list first page, {label}",
             lambda: listing(big, user),
@@ -131,7 +130,7 @@ def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
         )
     )
     if data.HEAVY_USER in big.tokens:
-        out.append(
+        yield (
             alternate(
                 f"scale: list first page of a user with 100K orders, {label}",
                 lambda: listing(big, data.HEAVY_USER),
@@ -139,4 +138,3 @@ def comparisons(bench: Bench, small: Table, big: Table) -> list[Comparison]:
                 rounds,
             )
         )
-    return out

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class Profile:
     scale_rows: tuple[int, ...] = (1_000, 1_000_000)
     scale_pool: int = 1000  # ids per cache-miss round at every table size
     storm_rate: float = 200.0  # cached GETs per second during the login storm
-    storm_connections: int = 16
+    storm_connections: int = 32
     pipeline_rates: tuple[int, ...] = (100, 200, 300, 400, 500, 600)
     pipeline_probe_seconds: float = 15.0
     pipeline_confirm_seconds: float = 60.0
@@ -111,6 +111,7 @@ class Bench:
             script,
             seconds=seconds or self.profile.seconds,
             connections=connections or self.profile.connections,
+            mode=mode,
         )
 
     def token_of(self, user_id: int) -> str:
@@ -202,13 +203,12 @@ class Bench:
 
     def api_scenarios(
         self, where: str, targets: Targets, wait_drained: Callable[[], None]
-    ) -> list[Comparison]:
+    ) -> Iterator[Comparison]:
         rounds = self.profile.rounds
-        out = []
 
         self.warm(self.direct.orders, "cached")
         cached = self.gets("cached")
-        out.append(
+        yield (
             alternate(
                 f"GET /orders/{{id}}/ cached, {where}",
                 lambda: self.load(targets.orders, cached),
@@ -226,7 +226,7 @@ class Bench:
             flush_prefix(self.cache_prefix())
             return self.load(targets.orders, misses, mode="walk")
 
-        out.append(
+        yield (
             alternate(
                 f"GET /orders/{{id}}/ cache miss, {where}",
                 miss,
@@ -237,7 +237,7 @@ class Bench:
         # The misses filled the cache with every id of the pool: the cached pool is warm again.
 
         lists = self.lists()
-        out.append(
+        yield (
             alternate(
                 f"GET /orders/user/{{id}}/ first page, {where}",
                 lambda: self.load(targets.orders, lists),
@@ -253,7 +253,7 @@ class Bench:
             wait_drained()  # the reference must not share the box with this round's backlog
             return result
 
-        out.append(
+        yield (
             alternate(
                 f"POST /orders/, {where}",
                 create,
@@ -262,7 +262,7 @@ class Bench:
             )
         )
 
-        out.append(
+        yield (
             alternate(
                 f"PATCH /orders/{{id}}/ PENDING->PAID, {where}",
                 lambda: self.patch(targets.orders),
@@ -272,7 +272,7 @@ class Bench:
         )
 
         logins = self.logins()
-        out.append(
+        yield (
             alternate(
                 f"POST /token/, {where}",
                 lambda: self.load(targets.auth, logins, connections=LOGIN_CONNECTIONS),
@@ -280,7 +280,6 @@ class Bench:
                 rounds,
             )
         )
-        return out
 
     def patch(self, base_url: str) -> WrkResult:
         """Each PATCH moves an order that is still PENDING: every request is a real change."""

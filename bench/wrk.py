@@ -4,8 +4,8 @@ script's ``done()`` hook prints the summary as one JSON line (no parsing of wrk'
 Three ways to walk the list:
 
 - ``random``: every request picks one at random (cached reads over many ids);
-- ``walk``: each request is sent once, the threads splitting the list, then wrk stops
-  (cache misses, status changes: a request must not repeat);
+- ``walk``: each request is sent once, in order, by one thread, then wrk stops (cache
+  misses, status changes: a request must not repeat);
 - with ``rate``: requests leave on a schedule (open loop) instead of as fast as answers come.
 """
 
@@ -115,9 +115,19 @@ function request()
 end
 
 if MODE == "walk" then
+  -- wrk's main thread sleeps for the whole -d unless interrupted: once every request was
+  -- answered, stop this (only) thread and interrupt the sleep as Ctrl-C would.
+  local ffi = require("ffi")
+  ffi.cdef[[
+  int kill(int pid, int sig);
+  int getpid(void);
+  ]]
   function response(status, headers, body)
     answered = answered + 1
-    if answered >= n then wrk.thread:stop() end
+    if answered == n then
+      wrk.thread:stop()
+      ffi.C.kill(ffi.C.getpid(), 2)
+    end
   end
 end
 
@@ -145,16 +155,21 @@ end
 """
 
 
+def threads_for(mode: Mode) -> int:
+    # A walk ends when its one thread has every answer (see the Lua): one thread only.
+    return 1 if mode == "walk" else THREADS
+
+
 def write_script(
     path: Path,
     requests: list[Request],
     *,
     mode: Mode = "random",
     rate: float | None = None,
-    threads: int = THREADS,
 ) -> Path:
     if not requests:
         raise ValueError("a load needs at least one request")
+    threads = threads_for(mode)
     tokens: dict[str, int] = {}
     rows = []
     for r in requests:
@@ -183,11 +198,12 @@ def run(
     *,
     seconds: float,
     connections: int,
-    threads: int = THREADS,
+    mode: Mode = "random",
     timeout_s: float = 5.0,
 ) -> WrkResult:
     """One wrk run. ``walk`` scripts stop by themselves once every request was answered;
     ``seconds`` is then only the upper bound."""
+    threads = threads_for(mode)
     command = [
         "wrk",
         f"-t{threads}",
