@@ -53,6 +53,8 @@ COMMON = {
     "bus_retry_max_delay_seconds": "the longest back-off between two attempts",
     "bus_delivery_limit": "deliveries without an ack (crashes) before the broker dead-letters "
     "a message (fixed when the queue is first declared)",
+    "bus_outage_retry_max_delay_seconds": "while a dependency is unreachable, the longest pause "
+    "between two runs of a handler (no attempt is spent)",
 }
 
 

@@ -35,6 +35,7 @@ def environment(settings: Settings) -> dict[str, str]:
             "celery_queue",
         }
     )
+    values["metrics_port"] = 0  # the default port may be taken by a running stack
     return {**os.environ, **{f"CONSUMER_{k.upper()}": str(v) for k, v in values.items()}}
 
 

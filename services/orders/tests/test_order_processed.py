@@ -3,6 +3,7 @@ repeats, and the cache follows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -16,13 +17,14 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from redis import Redis
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
 from order_common.dlq import count_messages, peek
 from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
-from order_common.testing import eventually
+from order_common.testing import TcpProxy, eventually
 from orders_service import service
 from orders_service.consumer import SUBSCRIBER
 from orders_service.settings import Settings
@@ -177,3 +179,49 @@ async def test_order_processed_for_an_unknown_order_is_dead_lettered(
     assert letter.reason == "rejected"
     assert letter.error is not None
     assert "no order" in letter.error
+
+
+async def test_order_processed_waits_for_an_unreachable_database_and_is_never_dead_lettered(
+    relay_settings: Callable[..., Settings],
+    relay_database_url: str,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    start_app: Any,
+    user: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    # The relay reaches PostgreSQL through a proxy; the shared server itself keeps running.
+    proxy = await TcpProxy(5432).start()
+    url = make_url(relay_database_url).set(port=proxy.port).render_as_string(False)
+    # Spent attempts would dead-letter after two failed runs, within a second.
+    settings = relay_settings(database_url=url, bus_max_attempts=2)
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    dlq = dead_letter_queue_name(
+        settings.bus_topology().queue_name(SUBSCRIBER, EventType.ORDER_PROCESSED)
+    )
+    try:
+        async with (
+            start_app(database_url=relay_database_url) as (_, client),
+            running_relay(settings),
+        ):
+            await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+            created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+            order_id = created.json()["id"]
+
+            await proxy.close()  # PostgreSQL unreachable for the relay
+            at = datetime.now(UTC)
+            await publish_envelope(exchange, processed(order_id, at))
+            await asyncio.sleep(5)
+            assert await count_messages(channel, dlq) == 0
+            assert any("paused" in r.getMessage() for r in caplog.records)
+
+            await proxy.open()
+            await eventually(lambda: _handled(caplog, order_id, "applied") == 1, timeout=30)
+            fetched = (await client.get(f"/orders/{order_id}/", headers=user.headers)).json()
+    finally:
+        await proxy.close()
+    assert datetime.fromisoformat(fetched["processed_at"]) == at
+    assert await count_messages(channel, dlq) == 0
+    await channel.close()

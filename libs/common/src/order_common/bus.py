@@ -173,6 +173,9 @@ class BusSettings(BaseSettings):
     bus_retry_base_delay_seconds: float = Field(default=1.0, gt=0)
     bus_retry_max_delay_seconds: float = Field(default=300.0, gt=0)
     bus_delivery_limit: int = Field(default=DEFAULT_DELIVERY_LIMIT, ge=1)
+    # While a dependency is unreachable a subscriber retries its handler with this back-off
+    # (from half a second up to this cap), for as long as the outage lasts.
+    bus_outage_retry_max_delay_seconds: float = Field(default=10.0, gt=0)
 
     def bus_topology(self) -> Topology:
         return Topology(exchange=self.bus_exchange, queue_prefix=self.bus_queue_prefix)
@@ -182,6 +185,12 @@ class BusSettings(BaseSettings):
             max_attempts=self.bus_max_attempts,
             base_delay=self.bus_retry_base_delay_seconds,
             max_delay=self.bus_retry_max_delay_seconds,
+        )
+
+    def bus_outage_retry_policy(self) -> RetryPolicy:
+        """The back-off of a subscriber waiting out an unreachable dependency."""
+        return RetryPolicy(
+            max_attempts=1, base_delay=0.5, max_delay=self.bus_outage_retry_max_delay_seconds
         )
 
 

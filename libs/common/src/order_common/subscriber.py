@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +22,7 @@ from aio_pika.abc import (
     AbstractQueue,
     ConsumerTag,
 )
+from opentelemetry.trace import Span, use_span
 
 from order_common import telemetry
 from order_common.bus import (
@@ -42,11 +43,20 @@ from order_common.bus import (
 )
 from order_common.dlq import redrive
 from order_common.events import Envelope, EventType, parse_envelope
-from order_common.metrics import BUS_EVENTS_CONSUMED, BUS_HANDLING_DURATION, BUS_RESULTS
+from order_common.metrics import (
+    BUS_EVENTS_CONSUMED,
+    BUS_HANDLING_DURATION,
+    BUS_OUTAGE_RETRIES,
+    BUS_PAUSED,
+    BUS_RESULTS,
+)
+from order_common.outages import is_dependency_outage
 
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_LENGTH = 2000
+# Waiting for an unreachable dependency: quick at first, then every 10 s at most, for ever.
+OUTAGE_RETRY = RetryPolicy(max_attempts=1, base_delay=0.5, max_delay=10.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,30 @@ class Handled(StrEnum):
 
 
 Handler = Callable[[Delivery], Awaitable[Handled | None]]
+# What became of one delivery: the handler's return value, or the exception it met.
+Outcome = Handled | BaseException | None
+# Handles many deliveries at once (e.g. one UPDATE for all); one outcome per delivery, in order.
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
+
+
+@dataclass
+class _Pending:
+    message: AbstractIncomingMessage
+    headers: dict[str, Any]
+    delivery: Delivery
+    span: Span
+
+
+class _Abandoned(Exception):
+    """stop() came during an outage: the batch is left unsettled, to be redelivered."""
+
+
+def _is_outage(outcome: Outcome, is_outage: Callable[[BaseException], bool]) -> bool:
+    return (
+        isinstance(outcome, Exception)
+        and not isinstance(outcome, RejectMessage)
+        and is_outage(outcome)
+    )
 
 
 def _attempts_so_far(headers: Mapping[str, Any]) -> int:
@@ -81,21 +115,33 @@ def _error_text(exc: BaseException) -> str:
 
 
 class Subscriber:
-    """Runs ``handler`` on each ``event_type`` message of ``subscriber``'s queue.
+    """Runs ``handler`` on each ``event_type`` message of ``subscriber``'s queue (or
+    ``batch_handler`` on many at once).
 
     - success: ack.
     - the body is not a valid envelope of ``event_type`` (poison), or the handler raised
       ``RejectMessage``: to the dead-letter queue at once, with the reason, then ack.
+    - a dependency is unreachable (``is_outage``, by default
+      ``order_common.outages.is_dependency_outage``): nothing is spent. The handler runs
+      again after a back-off (``outage_retry``) until it gets through, and the subscriber
+      takes no new message meanwhile; consumption resumes once the dependency is back.
     - any other exception: to the retry queue with the next back-off delay and the attempt
       count in ``x-attempts``, then ack; after ``retry.max_attempts`` runs, to the dead-letter
       queue with the reason instead.
     - every republish waits for the broker's confirm before the ack, so a crash in between
-      repeats the message rather than losing it; if the republish fails, the message is
-      returned to the queue (nack with requeue), where ``x-delivery-limit`` bounds it.
+      repeats the message rather than losing it; if settling fails, the messages are
+      returned to the queue (nack with requeue), where ``x-delivery-limit`` bounds them.
 
-    At most ``prefetch`` handlers run at once. Handlers must be idempotent: delivery is at
-    least once. ``stop()`` cancels the consumer, waits for the handlers that run to finish,
-    then closes the channel; a message not yet settled goes back to the queue.
+    Batches: the broker keeps up to ``prefetch`` messages in hand; whatever has arrived (up
+    to ``batch_size``) is handled together -- ``handler`` concurrently on each, or
+    ``batch_handler`` once for all -- and then acked at once (``multiple=True`` on the last).
+    One batch is settled at a time, in delivery order, so a multiple ack never covers a
+    message still being handled. Handlers must be idempotent: delivery is at least once.
+    ``stop()`` cancels the consumer, lets what was delivered finish (an outage wait ends at
+    once), then closes the channel; a message not yet settled goes back to the queue.
+
+    Tracing: each message gets its ``{event_type} process`` span, in its own trace; a batch
+    handler runs in the span of the batch's first message.
 
     Usage::
 
@@ -112,20 +158,30 @@ class Subscriber:
         topology: Topology,
         subscriber: str,
         event_type: EventType,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         retry: RetryPolicy | None = None,
+        outage_retry: RetryPolicy | None = None,
+        is_outage: Callable[[BaseException], bool] = is_dependency_outage,
         prefetch: int = 16,
+        batch_size: int | None = None,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         publish_timeout: float = 10.0,
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise TypeError("give a handler or a batch_handler")
         self._connection = connection
         self.topology = topology
         self.subscriber = subscriber
         self.event_type = EventType(event_type)
         self._handler = handler
+        self._batch_handler = batch_handler
         self.retry = retry or RetryPolicy()
+        self._outage_retry = outage_retry or OUTAGE_RETRY
+        self._is_outage = is_outage
         self._prefetch = prefetch
+        self._batch_size = max(1, min(batch_size or prefetch, prefetch))
         self._delivery_limit = delivery_limit
         self._publish_timeout = publish_timeout
         self.queue_name = topology.queue_name(subscriber, event_type)
@@ -133,11 +189,9 @@ class Subscriber:
         self._queue: AbstractQueue | None = None
         self._dlx: AbstractExchange | None = None
         self._consumer_tag: ConsumerTag | None = None
-        self._in_flight: set[asyncio.Task[Any]] = set()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
+        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         channel = self._connection.channel(publisher_confirms=True)
@@ -155,9 +209,13 @@ class Subscriber:
             self._channel = channel
             for result in BUS_RESULTS:  # every series exists from the start, at 0
                 BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result)
+            BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(0)
+            self._loop = asyncio.create_task(self._run(), name=f"subscriber {self.queue_name}")
             self._consumer_tag = await self._queue.consume(self._on_message)
         except BaseException:
             # e.g. PRECONDITION_FAILED: the queue exists with other arguments.
+            if self._loop is not None:
+                self._loop.cancel()
             with contextlib.suppress(Exception):
                 await channel.close()
             raise
@@ -177,29 +235,27 @@ class Subscriber:
             logger.info("re-drove %d unrouted events", moved, extra={"queue": self.queue_name})
 
     async def stop(self, grace_period: float = 30.0) -> None:
-        """Stop taking messages, let the running handlers finish (up to ``grace_period`` s;
-        after that they are cancelled and their messages go back to the queue), close."""
+        """Stop taking messages, let the delivered ones finish (up to ``grace_period`` s; after
+        that they are cancelled and their messages go back to the queue), close."""
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):  # a dead channel has no consumer to cancel
                 await self._queue.cancel(self._consumer_tag)
             self._consumer_tag = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_period
-        # Deliveries that crossed the cancel still start their handler: keep waiting until
-        # none is left rather than waiting on one snapshot.
+        self._stopping.set()
+        # Deliveries that crossed the cancel are queued before the end marker: they are
+        # handled too.
         await asyncio.sleep(0)
-        while self._in_flight:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        self._inbox.put_nowait(None)
+        if self._loop is not None:
+            done, _ = await asyncio.wait({self._loop}, timeout=grace_period)
+            if not done:
                 logger.warning(
-                    "%d handlers still running at shutdown; their messages will be redelivered",
-                    len(self._in_flight),
+                    "messages still in hand at shutdown of %s; they will be redelivered",
+                    self.queue_name,
                 )
-                for task in self._in_flight:
-                    task.cancel()
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
-                break
-            await asyncio.wait(set(self._in_flight), timeout=remaining)
+                self._loop.cancel()
+                await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         self._channel = None
@@ -213,25 +269,43 @@ class Subscriber:
         await self.stop()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self._settle(message)
-        except Exception:
-            # Only settling can fail here (the broker or the link): hand the message back.
-            logger.exception(
-                "could not settle a message of %s; returning it to the queue", self.queue_name
-            )
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+        # Deliveries queue up here (at most `prefetch`, the broker sends no more unacked);
+        # one loop takes them in delivery order, a batch at a time (see `_run`).
+        self._inbox.put_nowait(message)
+
+    async def _run(self) -> None:
+        """Take what has arrived (up to ``batch_size``), settle it, repeat. Batches are settled
+        one after the other in delivery order, so when one is acked with ``multiple=True``
+        every earlier delivery of its channel is settled already."""
+        while True:
+            first = await self._inbox.get()
+            if first is None:  # stop() was called and everything before it is settled
+                return
+            batch = [first]
+            while len(batch) < self._batch_size and not self._inbox.empty():
+                message = self._inbox.get_nowait()
+                if message is None:
+                    self._inbox.put_nowait(None)  # settle this batch, then stop
+                    break
+                batch.append(message)
+            try:
+                await self._settle_batch(batch)
+            except _Abandoned:
+                # Stopped during an outage: unsettled, these go back to the queue as it closes.
+                return
+            except Exception:
+                # Only settling can fail here (the broker or the link): hand the batch back.
+                logger.exception(
+                    "could not settle %d messages of %s; returning them to the queue",
+                    len(batch),
+                    self.queue_name,
+                )
+                for message in batch:
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
 
     def _parent_context(self, headers: Mapping[str, Any]) -> Any:
-        """The message's trace context, or the current one when it already continues it (the
-        aio-pika instrumentation's receive span)."""
+        """The message's trace context, or the current one when it already continues it."""
         carried = telemetry.extract_context(headers)
         current = telemetry.current_trace_ids()
         carried_ids = telemetry.trace_ids(carried)
@@ -239,12 +313,11 @@ class Subscriber:
             return None
         return carried
 
-    async def _settle(self, message: AbstractIncomingMessage) -> None:
-        headers = dict(message.headers or {})
-        with telemetry.start_span(
+    def _start_span(self, message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> Span:
+        return telemetry.tracer().start_span(
             f"{self.event_type.value} process",
+            context=self._parent_context(headers),
             kind=telemetry.SpanKind.CONSUMER,
-            parent=self._parent_context(headers),
             attributes={
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "process",
@@ -252,66 +325,163 @@ class Subscriber:
                 "messaging.consumer.group.name": self.subscriber,
                 "messaging.message.id": message.message_id or "",
             },
-        ) as span:
-            start = time.perf_counter()
-            result = await self._settle_traced(message, headers)
-            span.set_attribute("order_platform.result", result)
-            BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result).inc()
-            BUS_HANDLING_DURATION.labels(self.subscriber, self.event_type.value).observe(
-                time.perf_counter() - start, exemplar=telemetry.exemplar()
-            )
+        )
 
-    async def _settle_traced(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any]
-    ) -> str:
-        """Handle and settle one message; return its result for the metrics."""
-        attempt = _attempts_so_far(headers) + 1
+    async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        start = time.perf_counter()
+        spans: list[Span] = []
+        results: list[tuple[Span, str]] = []
+        pending: list[_Pending] = []
         try:
-            envelope = parse_envelope(message.body)
-            if envelope.event_type != self.event_type:
-                raise ValueError(f"expected a {self.event_type} event, got {envelope.event_type}")
-        except ValueError as exc:  # pydantic's ValidationError included
-            await self._dead_letter(message, headers, DeadLetterReason.POISON, exc, attempt - 1)
-            await message.ack()
+            for message in batch:
+                headers = dict(message.headers or {})
+                span = self._start_span(message, headers)
+                spans.append(span)
+                attempt = _attempts_so_far(headers) + 1
+                try:
+                    envelope = parse_envelope(message.body)
+                    if envelope.event_type != self.event_type:
+                        raise ValueError(
+                            f"expected a {self.event_type} event, got {envelope.event_type}"
+                        )
+                except ValueError as exc:  # pydantic's ValidationError included
+                    with use_span(span, end_on_exit=False):
+                        await self._dead_letter(
+                            message, headers, DeadLetterReason.POISON, exc, attempt - 1
+                        )
+                    results.append((span, "dead_lettered"))
+                    continue
+                delivery = Delivery(
+                    envelope, attempt, headers, redelivered=bool(message.redelivered)
+                )
+                pending.append(_Pending(message, headers, delivery, span))
+
+            if pending:
+                outcomes = await self._handle_through_outages(pending)
+                for item, outcome in zip(pending, outcomes, strict=True):
+                    with use_span(item.span, end_on_exit=False):
+                        result = await self._conclude(item, outcome)
+                    results.append((item.span, result))
+            await self._ack(batch)
+            elapsed = time.perf_counter() - start
+            for span, result in results:
+                span.set_attribute("order_platform.result", result)
+                BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result).inc()
+                with use_span(span, end_on_exit=False):
+                    BUS_HANDLING_DURATION.labels(self.subscriber, self.event_type.value).observe(
+                        elapsed, exemplar=telemetry.exemplar()
+                    )
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _ack(self, batch: list[AbstractIncomingMessage]) -> None:
+        """One ack per channel for the whole batch: the last delivery with ``multiple=True``.
+        (A robust connection that reconnected mid-batch gave later messages a new channel.)"""
+        last: dict[int, AbstractIncomingMessage] = {}
+        for message in batch:
+            key = id(message.channel)
+            if key not in last or message.delivery_tag > last[key].delivery_tag:  # type: ignore[operator]
+                last[key] = message
+        for message in last.values():
+            await message.ack(multiple=len(batch) > 1)
+
+    async def _run_handlers(self, items: Sequence[_Pending]) -> list[Outcome]:
+        """The outcome of each item: what its handler returned, or the exception it raised."""
+        if self._batch_handler is not None:
+            with use_span(items[0].span, end_on_exit=False):
+                try:
+                    outcomes = list(await self._batch_handler([i.delivery for i in items]))
+                except Exception as exc:
+                    return [exc] * len(items)
+            if len(outcomes) != len(items):
+                raise RuntimeError("a batch handler must return one outcome per delivery")
+            return outcomes
+
+        async def run_one(item: _Pending) -> Outcome:
+            assert self._handler is not None
+            with use_span(item.span, end_on_exit=False):
+                try:
+                    return await self._handler(item.delivery)
+                except Exception as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(run_one(item) for item in items)))
+
+    async def _handle_through_outages(self, items: list[_Pending]) -> list[Outcome]:
+        """Run the handlers; those that failed because a dependency is unreachable run again
+        after a back-off, as often as it takes, without spending an attempt. Meanwhile this
+        subscriber takes nothing new: its consumption is paused until the dependency is back
+        (or ``stop()``, which leaves the messages to the queue)."""
+        outcomes: list[Outcome] = [None] * len(items)
+        todo = list(range(len(items)))
+        failures = 0
+        while True:
+            for index, outcome in zip(
+                todo, await self._run_handlers([items[i] for i in todo]), strict=True
+            ):
+                outcomes[index] = outcome
+            todo = [i for i in todo if _is_outage(outcomes[i], self._is_outage)]
+            if not todo:
+                if failures:
+                    logger.info(
+                        "the dependency is back; consuming %s again",
+                        self.queue_name,
+                        extra={"queue": self.queue_name, "outage_retries": failures},
+                    )
+                    BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(0)
+                return outcomes
+            failures += 1
+            delay = self._outage_retry.delay(failures)
+            error = outcomes[todo[0]]
+            assert isinstance(error, BaseException)
+            logger.warning(
+                "a dependency is unreachable; %s paused, %d messages held, retrying in %.1f s "
+                "(attempts not counted): %s",
+                self.queue_name,
+                len(todo),
+                delay,
+                _error_text(error),
+                extra={"queue": self.queue_name, "outage_retries": failures},
+            )
+            BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(1)
+            BUS_OUTAGE_RETRIES.labels(self.subscriber, self.event_type.value).inc(len(todo))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(0)
+                raise _Abandoned
+
+    async def _conclude(self, item: _Pending, outcome: Outcome) -> str:
+        """Settle one message by its outcome (republishing it if it failed); its result."""
+        message, headers, attempt = item.message, item.headers, item.delivery.attempt
+        if not isinstance(outcome, BaseException):
+            return Handled(outcome or Handled.OK).value
+        if isinstance(outcome, RejectMessage):
+            await self._dead_letter(message, headers, DeadLetterReason.REJECTED, outcome, attempt)
             return "dead_lettered"
-
-        log_extra = {
-            "queue": self.queue_name,
-            "event_id": str(envelope.event_id),
-            "attempt": attempt,
-        }
-        result = "ok"
-        try:
-            handled = await self._handler(
-                Delivery(envelope, attempt, headers, redelivered=bool(message.redelivered))
+        item.span.record_exception(outcome)
+        item.span.set_status(telemetry.error_status(outcome))
+        if attempt >= self.retry.max_attempts:
+            await self._dead_letter(
+                message, headers, DeadLetterReason.MAX_ATTEMPTS, outcome, attempt
             )
-            result = Handled(handled or Handled.OK).value
-        except RejectMessage as exc:
-            result = "dead_lettered"
-            await self._dead_letter(message, headers, DeadLetterReason.REJECTED, exc, attempt)
-        except Exception as exc:
-            trace_span = telemetry.current_span()
-            trace_span.record_exception(exc)
-            trace_span.set_status(telemetry.error_status(exc))
-            if attempt >= self.retry.max_attempts:
-                result = "dead_lettered"
-                await self._dead_letter(
-                    message, headers, DeadLetterReason.MAX_ATTEMPTS, exc, attempt
-                )
-            else:
-                result = "retried"
-                delay = self.retry.delay(attempt)
-                logger.warning(
-                    "handler failed (attempt %d of %d), retrying in %.1f s: %s",
-                    attempt,
-                    self.retry.max_attempts,
-                    delay,
-                    _error_text(exc),
-                    extra=log_extra,
-                )
-                await self._publish_retry(message, headers, attempt, delay, exc)
-        await message.ack()
-        return result
+            return "dead_lettered"
+        delay = self.retry.delay(attempt)
+        logger.warning(
+            "handler failed (attempt %d of %d), retrying in %.1f s: %s",
+            attempt,
+            self.retry.max_attempts,
+            delay,
+            _error_text(outcome),
+            extra={
+                "queue": self.queue_name,
+                "event_id": str(item.delivery.envelope.event_id),
+                "attempt": attempt,
+            },
+        )
+        await self._publish_retry(message, headers, attempt, delay, outcome)
+        return "retried"
 
     async def _publish_retry(
         self,

@@ -28,6 +28,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             EventType.NEW_ORDER,
             NewOrderHandler(settings, redis, celery),
             retry=settings.bus_retry_policy(),
+            outage_retry=settings.bus_outage_retry_policy(),
             prefetch=settings.prefetch,
             delivery_limit=settings.bus_delivery_limit,
         )
