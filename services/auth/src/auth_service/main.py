@@ -15,7 +15,6 @@ from auth_service.security import PasswordHasher
 from auth_service.settings import Settings
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.errors import install_error_handlers
 from order_common.health import (
     HEALTH_TAG,
     ReadinessCheck,
@@ -24,6 +23,7 @@ from order_common.health import (
     redis_check,
 )
 from order_common.http import install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.logging import configure_logging
 from order_common.ratelimit import RateLimiter
 from order_common.serve import serving_app

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.errors import install_error_handlers
 from order_common.health import (
     HEALTH_TAG,
     ReadinessCheck,
@@ -20,6 +19,7 @@ from order_common.health import (
     redis_check,
 )
 from order_common.http import install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
 from order_common.serve import serving_app
