@@ -6,9 +6,10 @@ request."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -17,6 +18,7 @@ from order_common.jwt import JwksVerifier, TokenClaims
 from order_common.ratelimit import RateLimiter
 from orders_service.cache import OrderCache
 from orders_service.schemas import CURSOR_PATTERN, Cursor
+from orders_service.service import Idempotency
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -109,3 +111,34 @@ async def get_page_params(
 
 
 Page = Annotated[PageParams, Depends(get_page_params)]
+
+
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Makes the request safe to retry: a request with the same key and the same body returns "
+    "the order the first one created (same `id`, same 201, header `Idempotent-Replayed: true`) "
+    "instead of a second order, also when the two race. The same key with another body is a "
+    "422. Keys are yours alone (another user's identical key is another key) and are "
+    "remembered for 24 hours. Use a fresh random value (a UUID) per order."
+)
+
+
+async def get_idempotency(
+    settings: SettingsDep,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[!-~]+$",  # visible ASCII: what survives every proxy unchanged
+            description=IDEMPOTENCY_KEY_DESCRIPTION,
+            examples=["5f0c6a4e-8a43-4e0b-9d0e-1c2b3a4d5e6f"],
+        ),
+    ] = None,
+) -> Idempotency | None:
+    if key is None:
+        return None
+    return Idempotency(key=key, ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds))
+
+
+IdempotencyDep = Annotated[Idempotency | None, Depends(get_idempotency)]

@@ -19,6 +19,10 @@ CACHE_OPERATIONS = Counter(
     ["op", "result"],
 )
 ORDERS_CREATED = Counter("orders_created_total", "Orders created.")
+IDEMPOTENT_REPLAYS = Counter(
+    "orders_idempotent_replays_total",
+    "POST /orders/ requests answered with the order their Idempotency-Key already created.",
+)
 STATUS_CHANGES = Counter(
     "orders_status_changes_total", "Order status changes.", ["from_status", "to_status"]
 )
@@ -28,11 +32,14 @@ STATUS_CHANGES = Counter(
 OUTBOX_BACKLOG = Gauge(
     "orders_outbox_backlog",
     "Outbox events not yet published, as the relay last counted them.",
+    # Only the relay sets it; in the API's multiprocess mode the workers' zeros add no pid label.
+    multiprocess_mode="livemax",
 )
 OUTBOX_OLDEST_AGE = Gauge(
     "orders_outbox_oldest_age_seconds",
     "Age of the oldest unpublished outbox event (0 when there is none), as the relay last "
     "measured it.",
+    multiprocess_mode="livemax",
 )
 EVENTS_PUBLISHED = Counter(
     "orders_events_published_total",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     func,
     text,
@@ -107,3 +108,25 @@ class OutboxEvent(Base):
             postgresql_where=text("published_at IS NOT NULL"),
         ),
     )
+
+
+class IdempotencyKey(Base):
+    """A client's ``Idempotency-Key`` on ``POST /orders/`` and the order it created, written in
+    the order's own transaction. The primary key (user_id, key) is what makes 20 racing
+    requests with one key create one order: the others wait on it and read this row. Keys of
+    different users never collide. No foreign key to the order: the row is written first, so a
+    racing request blocks before any order is built."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the canonical JSON of the validated body: the same key with another body is
+    # refused, not answered with the first order.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[uuid.UUID] = mapped_column()
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)

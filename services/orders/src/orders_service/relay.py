@@ -50,6 +50,7 @@ from orders_service.metrics import (
 )
 from orders_service.models import OutboxEvent
 from orders_service.repository import OUTBOX_CHANNEL
+from orders_service.service import purge_expired_idempotency_keys
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -320,6 +321,7 @@ class OutboxRelay:
             try:
                 with untraced():
                     deleted = await purge_published(self._session_factory, retention)
+                    await purge_expired_idempotency_keys(OrdersUnitOfWork(self._session_factory))
             except Exception as exc:
                 logger.warning("outbox clean-up failed: %s", f"{type(exc).__name__}: {exc}")
             else:

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order_common.events import Envelope
 from order_common.telemetry import inject_headers
-from orders_service.models import Order, OutboxEvent
+from orders_service.models import IdempotencyKey, Order, OutboxEvent
 
 # Relays LISTEN here; the NOTIFY is sent only when the writing transaction commits.
 OUTBOX_CHANNEL = "orders_outbox"
@@ -53,6 +54,64 @@ class OrderRepository:
             stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(*before))
         stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
         return (await self.session.scalars(stmt)).all()
+
+
+class IdempotencyKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(
+        self,
+        *,
+        user_id: int,
+        key: str,
+        request_hash: str,
+        order_id: uuid.UUID,
+        status_code: int,
+        now: datetime,
+        expires_at: datetime,
+    ) -> bool:
+        """Take ``key`` for a new order; False when it is already taken by a live row. A racing
+        transaction holding the same key makes this wait until it commits (then False) or rolls
+        back (then True). An expired row is taken over."""
+        stmt = insert(IdempotencyKey).values(
+            user_id=user_id,
+            key=key,
+            request_hash=request_hash,
+            order_id=order_id,
+            status_code=status_code,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
+            set_={
+                "request_hash": stmt.excluded.request_hash,
+                "order_id": stmt.excluded.order_id,
+                "status_code": stmt.excluded.status_code,
+                "created_at": stmt.excluded.created_at,
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=IdempotencyKey.expires_at <= now,
+        ).returning(IdempotencyKey.order_id)
+        return (await self.session.execute(upsert)).first() is not None
+
+    async def get(self, user_id: int, key: str) -> IdempotencyKey | None:
+        return await self.session.get(IdempotencyKey, (user_id, key))
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        batch = (
+            select(IdempotencyKey.user_id, IdempotencyKey.key)
+            .where(IdempotencyKey.expires_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            delete(IdempotencyKey)
+            .where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(batch))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class OutboxRepository:

@@ -26,7 +26,14 @@ from order_common.orders import (
     OrderStatusUpdate,
 )
 from orders_service import service
-from orders_service.deps import Cache, CurrentUser, Page, UoW, enforce_rate_limit
+from orders_service.deps import (
+    Cache,
+    CurrentUser,
+    IdempotencyDep,
+    Page,
+    UoW,
+    enforce_rate_limit,
+)
 
 # Every /orders route verifies the token (401; 503 while auth's keys cannot be fetched) and
 # counts against the caller's rate limit (429).
@@ -112,8 +119,11 @@ router = SlashAgnosticRouter(
     'sent and returned as strings (`"451.00"`). `total_price` must equal the sum of '
     "`quantity x price` over the items (1 to 100 items), or the answer is 422.\n\n"
     "The order and its `new_order` event are stored in one transaction, so every order that "
-    "is created is also announced for background processing (see `processed_at`).",
-    response_description="The new order.",
+    "is created is also announced for background processing (see `processed_at`).\n\n"
+    "Send an `Idempotency-Key` header to make a retry safe (a timed-out request may or may not "
+    "have created the order): the same key and body answer the same order again.",
+    response_description="The new order (or, for a repeated `Idempotency-Key`, the order that "
+    "key created, with `Idempotent-Replayed: true`).",
     responses=responses(
         *_EVERY_ROUTE,
         BODY_TOO_LARGE,
@@ -136,8 +146,15 @@ async def create_order(
     user: CurrentUser,
     uow: UoW,
     cache: Cache,
+    idempotency: IdempotencyDep,
+    response: Response,
 ) -> OrderRead:
-    return await service.create_order(uow, cache, user_id=user.user_id, data=body)
+    created = await service.create_order(
+        uow, cache, user_id=user.user_id, data=body, idempotency=idempotency
+    )
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return created.order
 
 
 @router.get(

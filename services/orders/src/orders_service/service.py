@@ -4,11 +4,15 @@ so does the event consumer that applies ``order_processed`` (``orders_service.co
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from order_common.errors import Conflict, Forbidden, NotFound
+from order_common.db import retry_on_disconnect
+from order_common.errors import Conflict, Forbidden, InvalidInput, NotFound
 from order_common.events import EventType, NewOrder, OrderStatusChanged, envelope
 from order_common.orders import (
     IllegalTransition,
@@ -18,10 +22,26 @@ from order_common.orders import (
     transition,
 )
 from orders_service.cache import OrderCache
-from orders_service.metrics import ORDERS_CREATED, STATUS_CHANGES
+from orders_service.metrics import IDEMPOTENT_REPLAYS, ORDERS_CREATED, STATUS_CHANGES
 from orders_service.models import Order
 from orders_service.schemas import Cursor, OrderPage
 from orders_service.uow import OrdersUnitOfWork
+
+
+class Created(NamedTuple):
+    order: OrderRead
+    replayed: bool  # True: the Idempotency-Key was seen; this is the order it created
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """The client's ``Idempotency-Key`` and how long it is remembered."""
+
+    key: str
+    ttl: timedelta
+
+
+_CREATED = 201
 
 
 class Processed(NamedTuple):
@@ -42,9 +62,24 @@ def _not_found() -> NotFound:
     return NotFound("order not found")
 
 
+def request_hash(data: OrderCreate) -> str:
+    """SHA-256 of the validated body as canonical JSON: "400.0" and "400.00" are one order."""
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@retry_on_disconnect
 async def create_order(
-    uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, data: OrderCreate
-) -> OrderRead:
+    uow: OrdersUnitOfWork,
+    cache: OrderCache,
+    *,
+    user_id: int,
+    data: OrderCreate,
+    idempotency: Idempotency | None = None,
+) -> Created:
+    """Create the order and its ``new_order`` event in one transaction. With an idempotency
+    key the key is claimed first in that same transaction: a retry, or a request racing this
+    one, gets the order the key created (``replayed``) and creates none."""
     now = _now()
     order = Order(
         id=uuid.uuid4(),
@@ -55,27 +90,76 @@ async def create_order(
         created_at=now,
         updated_at=now,
     )
-    event = envelope(
-        EventType.NEW_ORDER,
-        NewOrder(
-            order_id=order.id,
-            user_id=user_id,
-            items=data.items,
-            total_price=data.total_price,
-            status=OrderStatus.PENDING,
-            created_at=now,
-        ),
-    )
     async with uow:
+        if idempotency is not None:
+            fingerprint = request_hash(data)
+            claimed = await uow.idempotency_keys.claim(
+                user_id=user_id,
+                key=idempotency.key,
+                request_hash=fingerprint,
+                order_id=order.id,
+                status_code=_CREATED,
+                now=now,
+                expires_at=now + idempotency.ttl,
+            )
+            if not claimed:
+                return await _replay(
+                    uow, user_id=user_id, key=idempotency.key, fingerprint=fingerprint
+                )
+        event = envelope(
+            EventType.NEW_ORDER,
+            NewOrder(
+                order_id=order.id,
+                user_id=user_id,
+                items=data.items,
+                total_price=data.total_price,
+                status=OrderStatus.PENDING,
+                created_at=now,
+            ),
+        )
         uow.orders.add(order)
         await uow.outbox.add(event)
         await uow.commit()
     created = _read(order)
     ORDERS_CREATED.inc()
     await cache.put(created, order.version)
-    return created
+    return Created(created, replayed=False)
 
 
+async def _replay(uow: OrdersUnitOfWork, *, user_id: int, key: str, fingerprint: str) -> Created:
+    stored = await uow.idempotency_keys.get(user_id, key)
+    if stored is None:  # removed between the claim and this read (expired and cleaned up)
+        raise Conflict("the Idempotency-Key expired meanwhile; send the request again")
+    if stored.request_hash != fingerprint:
+        raise InvalidInput(
+            ("header", "Idempotency-Key"),
+            "this Idempotency-Key was already used with a different request body; "
+            "send a new key for a new order",
+            "idempotency_key_reused",
+        )
+    order = await uow.orders.get_owned(stored.order_id, user_id)
+    if order is None:
+        raise _not_found()
+    IDEMPOTENT_REPLAYS.inc()
+    return Created(_read(order), replayed=True)
+
+
+async def purge_expired_idempotency_keys(
+    uow: OrdersUnitOfWork, *, now: datetime | None = None, batch: int = 1000
+) -> int:
+    """Delete the idempotency keys past their expiry, in bounded batches; return how many."""
+    now = now or _now()
+    total = 0
+    while True:
+        async with uow:
+            deleted = await uow.idempotency_keys.delete_expired(now, batch)
+            await uow.commit()
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+@retry_on_disconnect
 async def get_order(
     uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, order_id: uuid.UUID
 ) -> OrderRead:
@@ -93,6 +177,7 @@ async def get_order(
     return found
 
 
+@retry_on_disconnect
 async def change_status(
     uow: OrdersUnitOfWork,
     cache: OrderCache,
@@ -136,6 +221,7 @@ async def change_status(
     return result
 
 
+@retry_on_disconnect
 async def mark_processed(
     uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
 ) -> Processed:
@@ -159,6 +245,7 @@ async def mark_processed(
     return Processed(result, changed)
 
 
+@retry_on_disconnect
 async def list_user_orders(
     uow: OrdersUnitOfWork,
     *,

@@ -5,10 +5,10 @@ from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
 from order_common.ratelimit import parse_limit
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 
-class Settings(ServiceSettings, BusSettings):
+class Settings(ApiSettings, BusSettings):
     """The API (`orders-service serve`) and the relay (`orders-service relay`) read the same
     ORDERS_* environment; the bus fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the relay
     only: the API never touches RabbitMQ."""
@@ -64,7 +64,14 @@ class Settings(ServiceSettings, BusSettings):
     outbox_cleanup_interval_seconds: float = Field(
         default=600.0,
         gt=0,
-        description="relay: how often it deletes the published outbox events past retention",
+        description="relay: how often it deletes the published outbox events past retention "
+        "(and the expired idempotency keys)",
+    )
+    idempotency_key_ttl_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="how long an `Idempotency-Key` of `POST /orders/` is remembered (24 h); "
+        "the relay deletes expired keys",
     )
     relay_metrics_port: int = Field(
         default=9101,

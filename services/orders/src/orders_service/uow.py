@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from order_common.db import UnitOfWork
-from orders_service.repository import OrderRepository, OutboxRepository
+from orders_service.repository import IdempotencyKeyRepository, OrderRepository, OutboxRepository
 
 
 class OrdersUnitOfWork(UnitOfWork):
@@ -9,7 +9,9 @@ class OrdersUnitOfWork(UnitOfWork):
 
     orders: OrderRepository
     outbox: OutboxRepository
+    idempotency_keys: IdempotencyKeyRepository
 
     def _start(self) -> None:
         self.orders = OrderRepository(self.session)
         self.outbox = OutboxRepository(self.session)
+        self.idempotency_keys = IdempotencyKeyRepository(self.session)
