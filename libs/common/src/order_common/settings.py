@@ -110,6 +110,20 @@ class ServiceSettings(BaseSettings):
         return self.environment == "production"
 
 
+class ApiSettings(ServiceSettings):
+    """What the HTTP APIs (auth, orders) add: how ``serve`` runs them."""
+
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="`serve`: uvicorn worker processes sharing the port; 0 means one per core",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="`serve`: log a line per request (the gateway already logs each request)",
+    )
+
+
 def refuse_placeholder(name: str, value: SecretStr | str, environment: Environment) -> None:
     """Outside development, refuse secrets that are still a documented placeholder."""
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
