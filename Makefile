@@ -21,8 +21,10 @@ env: ## Create .env from .env.example (kept if it exists)
 uv:
 	@$(UV) --version >/dev/null 2>&1 || { echo "bootstrapping uv with pip"; python3 -m pip install --quiet uv; }
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set, every process (each uvicorn worker too)
+# would otherwise compile its whole dependency tree at start; uv skips what is compiled already.
 install: uv ## Create the virtual env and install the workspace from uv.lock
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 services: ## Check PostgreSQL, Redis and RabbitMQ answer (say how to start the missing one)
 	@bash scripts/check_services.sh

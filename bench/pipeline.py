@@ -17,9 +17,11 @@ import asyncio
 import json
 import statistics
 import tempfile
+import threading
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,139 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- the highest sustained rate (`make bench`) ----------------------------------------------
+
+
+def backlog_slope(samples: list[tuple[float, int]], skip: float = 0.25) -> float:
+    """Orders per second the backlog grows by (least squares), leaving out the first
+    ``skip`` of the samples, while the pipeline warms up to the new rate."""
+    kept = samples[int(len(samples) * skip) :]
+    if len(kept) < 2:
+        return 0.0
+    n = len(kept)
+    mean_t = sum(t for t, _ in kept) / n
+    mean_b = sum(b for _, b in kept) / n
+    var = sum((t - mean_t) ** 2 for t, _ in kept)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (b - mean_b) for t, b in kept) / var
+
+
+def is_sustained(rate: float, achieved: float, slope: float, failed: int) -> bool:
+    """The pipeline keeps up with ``rate`` when every POST succeeded, the load really was
+    ``rate`` (within 5 %) and the backlog did not grow (by more than 2 % of the rate)."""
+    return failed == 0 and achieved >= 0.95 * rate and slope <= 0.02 * rate + 1.0
+
+
+_BACKLOG = "SELECT count(*) FROM orders WHERE created_at >= $1 AND processed_at IS NULL"
+
+
+class BacklogSampler:
+    """Counts, once a second in a thread of its own, the orders created since ``since`` that
+    are not processed yet."""
+
+    def __init__(self, dsn: str, since: datetime, interval: float = 1.0) -> None:
+        self.dsn, self.since, self.interval = dsn, since, interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            start = time.monotonic()
+            while not self._stop.is_set():
+                count = await connection.fetchval(_BACKLOG, self.since)
+                self.samples.append((time.monotonic() - start, int(count)))
+                await asyncio.sleep(self.interval)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> BacklogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def backlog_now(dsn: str, since: datetime) -> int:
+    async def count() -> int:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return int(await connection.fetchval(_BACKLOG, since))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
+def wait_drained(dsn: str, since: datetime, timeout: float = 120.0) -> float:
+    """Until every order created since ``since`` is processed; the seconds it took."""
+    start = time.monotonic()
+    while backlog_now(dsn, since) > 0:
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def step(
+    load: Callable[[float, float], Any], dsn: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """``rate`` orders/s for ``seconds`` (``load(rate, seconds)`` runs wrk and answers its
+    result); whether the pipeline kept up."""
+    since = datetime.now(UTC)
+    with BacklogSampler(dsn, since) as sampler:
+        result = load(rate, seconds)
+    slope = backlog_slope(sampler.samples)
+    drain = wait_drained(dsn, since)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "achieved_rps": result.rps,
+        "failed": result.failed,
+        "post_p99_ms": result.p99_ms,
+        "backlog_slope_per_s": slope,
+        "backlog_max": max((b for _, b in sampler.samples), default=0),
+        "drain_seconds": drain,
+        "sustained": is_sustained(rate, result.rps, slope, result.failed),
+        "backlog": sampler.samples,
+    }
+
+
+def highest_sustained(
+    load: Callable[[float, float], Any],
+    dsn: str,
+    rates: tuple[int, ...],
+    probe_seconds: float,
+    confirm_seconds: float,
+) -> dict[str, Any]:
+    """Step the rate up until the backlog grows; then hold the best rate for
+    ``confirm_seconds`` (stepping down once if it does not hold)."""
+    probes: list[dict[str, Any]] = []
+    for rate in rates:
+        probes.append(step(load, dsn, rate, probe_seconds))
+        if not probes[-1]["sustained"]:
+            break
+    kept = [p["rate"] for p in probes if p["sustained"]]
+    confirms: list[dict[str, Any]] = []
+    best = 0.0
+    for rate in sorted(kept, reverse=True)[:2]:
+        if confirm_seconds <= 0:
+            best = rate
+            break
+        confirms.append(step(load, dsn, rate, confirm_seconds))
+        if confirms[-1]["sustained"]:
+            best = rate
+            break
+    return {
+        "sustained_rate": best,
+        "failed": sum(p["failed"] for p in probes + confirms),
+        "top_of_range": bool(kept) and kept[-1] == rates[-1],
+        "probes": probes,
+        "confirms": confirms,
+    }

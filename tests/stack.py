@@ -77,6 +77,8 @@ class Stack:
     extra: dict[str, str] = field(default_factory=dict)
     services: DataServices = SHARED
     status_path: Path | None = None
+    # The supervisor's own pid: every process of the stack runs below it.
+    supervisor_pid: int = 0
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -252,6 +254,7 @@ def running_stack(
             run_id=run_id,
             services=services,
             status_path=status_path,
+            supervisor_pid=proc.pid,
         )
     finally:
         stop(proc)

@@ -31,7 +31,8 @@ APP = textwrap.dedent(
     from fastapi import FastAPI
     from pydantic import BaseModel
 
-    from order_common.errors import Conflict, install_error_handlers
+    from order_common.errors import Conflict
+    from order_common.http_errors import install_error_handlers
     from order_common.http import SlashAgnosticRouter, install_middleware
     from order_common.settings import ServiceSettings
 

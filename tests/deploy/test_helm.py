@@ -134,7 +134,8 @@ def test_long_running_containers_have_probes(rendered: dict[str, list[dict]], pr
                 # Web services: alive on /healthz, ready (dependencies answer) on /readyz.
                 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
                 path = container["readinessProbe"]["httpGet"]["path"]
-                assert path == ("/healthz" if container["name"] == "gateway" else "/readyz"), where
+                nginx = container["name"] in {"gateway", "docs"}
+                assert path == ("/healthz" if nginx else "/readyz"), where
             elif ports:
                 # No HTTP API: alive = the metrics server (it serves only /metrics) answers.
                 assert ports == {"metrics"}, where
@@ -165,6 +166,8 @@ def test_components_and_commands(rendered: dict[str, list[dict]]) -> None:
         f"{FULL}-orders-relay": ["orders-service", "relay"],
         f"{FULL}-event-consumer": ["event-consumer"],
         f"{FULL}-worker": ["order-worker"],
+        # nginx from the gateway image, its own entrypoint (the API docs).
+        f"{FULL}-docs": None,
     }
     images = {
         d["metadata"]["name"]: pod_spec(d)["containers"][0]["image"]
@@ -383,6 +386,8 @@ def test_http_route_routes_exactly_what_the_nginx_gateway_routes(
     routed: set[tuple[str, str, str]] = set()
     for rule in route["spec"]["rules"]:
         backend = rule["backendRefs"][0]["name"].removeprefix(f"{FULL}-")
+        if backend == "docs":  # nginx serves those itself (test_api_docs_are_routed)
+            continue
         for match in rule["matches"]:
             routed.add((match["path"]["type"], match["path"]["value"], backend))
     # nginx's `location = /orders` + `location /orders/` is one Gateway API PathPrefix /orders
@@ -490,11 +495,34 @@ def test_prometheus_rule_carries_the_repository_rules(rendered: dict[str, list[d
     import yaml
 
     repository = yaml.safe_load(RULES.read_text())["groups"]
+    # The broker's absent() rules are the RabbitMQ operator's business on Kubernetes.
+    shipped = [g for g in repository if g["name"] != "order-platform.absent-broker"]
     for profile in ("dev", "all-on"):
         rule = by_kind(rendered[profile], "PrometheusRule")[0]
         groups = rule["spec"]["groups"]
-        # Verbatim: the Prometheus templates of the annotations were not run through tpl.
-        assert groups[: len(repository)] == repository, profile
+        # Verbatim: the Prometheus templates of the annotations were not run through tpl. The
+        # absent() rules alone are pinned to the release's namespace (absent() of another
+        # release's series would never fire).
+        for mine, theirs in zip(groups, shipped, strict=False):
+            if mine["name"] == "order-platform.absent":
+                for pinned, rule_ in zip(mine["rules"], theirs["rules"], strict=True):
+                    job = re.fullmatch(r'absent\(up\{job="([\w-]+)"\}\)', rule_["expr"])
+                    assert job, rule_["expr"]
+                    assert pinned["expr"] == (
+                        f'absent(up{{job="{job.group(1)}", namespace="{support.NAMESPACE}"}})'
+                    )
+                    assert {k: v for k, v in pinned.items() if k != "expr"} == {
+                        k: v for k, v in rule_.items() if k != "expr"
+                    }
+            else:
+                assert mine == theirs, profile
+        assert [g["name"] for g in groups[: len(shipped)]] == [g["name"] for g in shipped]
+        assert all(
+            r["annotations"]["runbook_url"].endswith(f"/docs/runbooks/{r['alert']}.md")
+            for g in groups
+            if g["name"] != "extra"
+            for r in g["rules"]
+        ), profile
         names = [g["name"] for g in groups]
         assert len(names) == len(set(names)), names  # the operator rejects duplicate groups
     annotations = [
@@ -564,3 +592,116 @@ def test_notes_warn_about_missing_secrets(helm: Any) -> None:
     assert "WARNING: no JWT signing key" in support.notes(None)
     production = support.notes(support.PROFILES["production"])
     assert "WARNING" not in production
+
+
+# --- API docs and `helm test` -----------------------------------------------------------------
+DOCS_PATHS = {
+    ("Exact", "/docs"),
+    ("PathPrefix", "/docs/"),
+    ("Exact", "/redoc"),
+    ("Exact", "/redoc/"),
+    ("Exact", "/openapi.json"),
+}
+
+
+def _docs_rule(objects: list[dict[str, Any]]) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    route = by_kind(objects, "HTTPRoute")[0]
+    for rule in route["spec"]["rules"]:
+        paths = {(m["path"]["type"], m["path"]["value"]) for m in rule["matches"]}
+        if ("Exact", "/openapi.json") in paths:
+            return paths, rule["backendRefs"][0]
+    raise AssertionError("no HTTPRoute rule for the API docs")
+
+
+def test_api_docs_are_routed_to_an_nginx_that_serves_them(rendered: dict[str, list[dict]]) -> None:
+    template = support.without_comments(support.GATEWAY_TEMPLATE.read_text())
+    # What nginx serves itself (root/alias), every one of them reachable through the route.
+    served = set(re.findall(r"location\s+=?\s*(/(?:docs|redoc|openapi)[^\s{]*)\s*\{", template))
+    assert {"/docs", "/redoc", "/openapi.json", "/docs/openapi/", "/docs/assets/"} <= served
+    paths, backend = _docs_rule(rendered["default"])
+    assert paths == DOCS_PATHS
+    assert all(
+        any(p == v or (t == "PathPrefix" and p.startswith(v)) for t, v in paths) for p in served
+    )
+    # By default a small docs workload, from the gateway image (the docs are baked into it).
+    assert backend == {"name": f"{FULL}-docs", "port": 8000}
+    docs = named(rendered["default"], "Deployment", f"{FULL}-docs")
+    container = pod_spec(docs)["containers"][0]
+    assert container["image"] == "order-platform/gateway:0.1.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000}
+    service = named(rendered["default"], "Service", f"{FULL}-docs")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert not support.template_variables() - set(support.gateway_image_env()) - set(env)
+    policy = named(rendered["default"], "NetworkPolicy", f"{FULL}-docs")
+    assert (
+        policy["spec"]["ingress"][0]["from"]
+        == support.load_values("values.yaml")["networkPolicy"]["gatewayPeers"]
+    )
+    # With the nginx gateway on, it serves the docs and no docs workload runs.
+    _, backend = _docs_rule(rendered["all-on"])
+    assert backend == {"name": f"{FULL}-gateway", "port": 8000}
+    assert not [
+        d
+        for d in by_kind(rendered["all-on"], "Deployment")
+        if d["metadata"]["name"].endswith("-docs")
+    ]
+    off = support.render({"docs": {"enabled": False}})
+    assert not [o for o in off if o["metadata"]["name"] == f"{FULL}-docs"]
+    assert all(
+        ("Exact", "/openapi.json")
+        not in {(m["path"]["type"], m["path"]["value"]) for m in r["matches"]}
+        for r in by_kind(off, "HTTPRoute")[0]["spec"]["rules"]
+    )
+
+
+def test_helm_test_pod_checks_readiness_and_the_route(
+    rendered: dict[str, list[dict]], kubernetes_validate: str
+) -> None:
+    pod = named(rendered["default"], "Pod", f"{FULL}-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AUTH_URL"] == f"http://{FULL}-auth:8001"
+    assert env["ORDERS_URL"] == f"http://{FULL}-orders:8002"
+    assert env["ROUTE_URL"] == ""  # no Gateway address given: routes skipped, said so
+    script = container["args"][0]
+    for path in ('"/readyz"', '"/.well-known/jwks.json"', '"/orders/"', '"/openapi.json"'):
+        assert path in script, path
+    compile(script, "helm-test", "exec")  # the script is valid Python
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # Through the nginx gateway when it runs; through the given Gateway otherwise.
+    gateway_pod = named(rendered["all-on"], "Pod", f"{FULL}-test")
+    env = {e["name"]: e["value"] for e in gateway_pod["spec"]["containers"][0]["env"]}
+    assert env["ROUTE_URL"] == f"http://{FULL}-gateway:8000"
+    given = support.render(
+        {
+            "helmTest": {"routeUrl": "https://api.shop.example.com"},
+            "httpRoute": {"hostnames": ["api.shop.example.com"]},
+        }
+    )
+    test_pod = named(given, "Pod", f"{FULL}-test")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert (env["ROUTE_URL"], env["ROUTE_HOST"]) == (
+        "https://api.shop.example.com",
+        "api.shop.example.com",
+    )
+    # The default deny holds for the test Pod: it may reach auth, orders and the Gateway.
+    policy = named(given, "NetworkPolicy", f"{FULL}-test")
+    ports = [p["port"] for r in policy["spec"]["egress"] for p in r["ports"]]
+    assert ports == [8001, 8002, 443]
+    for web in ("auth", "orders"):
+        ingress = named(given, "NetworkPolicy", f"{FULL}-{web}-ingress")["spec"]["ingress"][0]
+        assert {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "order-platform",
+                    "app.kubernetes.io/instance": support.RELEASE,
+                    "app.kubernetes.io/component": "helm-test",
+                }
+            }
+        } in ingress["from"], web
+    for version in support.KUBE_VERSIONS:
+        assert support.kubernetes_validate(kubernetes_validate, [pod, policy], version) == ""
+    assert not [o for o in support.render({"helmTest": {"enabled": False}}) if o["kind"] == "Pod"]

@@ -119,3 +119,121 @@ def test_the_dashboards_have_distinct_uids() -> None:
     uids = [json.loads(path.read_text())["uid"] for path in DASHBOARDS]
     assert len(DASHBOARDS) == 3
     assert len(uids) == len(set(uids))
+
+
+# --- what an on-call needs from each alert ----------------------------------------------------
+RUNBOOK_BASE = "https://github.com/order-platform/order-platform/blob/main/"
+CHART_RULES = ROOT / "helm" / "order-platform" / "templates" / "prometheusrule.yaml"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def _runbook_urls() -> dict[str, set[str]]:
+    """alert -> its runbook_urls, the repository's rules and the chart's own ones."""
+    urls: dict[str, set[str]] = {}
+    for rule in _alert_rules():
+        urls.setdefault(rule["alert"], set()).add(rule["annotations"].get("runbook_url", ""))
+    chart = CHART_RULES.read_text()
+    for alert, url in re.findall(r"- alert: (\w+)\n(?:.*\n)*?\s+runbook_url: (\S+)", chart):
+        urls.setdefault(alert, set()).add(url)
+    return urls
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    urls = _runbook_urls()
+    assert "OrderPlatformNoReadyPods" in urls  # the chart's Kubernetes-only rule is covered
+    chart_alerts = set(re.findall(r"- alert: (\w+)", CHART_RULES.read_text()))
+    assert chart_alerts <= set(urls)
+    for alert, found in urls.items():
+        assert found == {f"{RUNBOOK_BASE}docs/runbooks/{alert}.md"}, alert
+        page = ROOT / found.pop().removeprefix(RUNBOOK_BASE)
+        assert page.is_file(), f"{alert}: {page} is missing"
+        text = page.read_text()
+        assert text.startswith(f"# {alert}\n"), alert
+        # The commands for both ways of running it (the Kubernetes-only alert excepted).
+        assert "kubectl -n $NS" in text, alert
+        if alert != "OrderPlatformNoReadyPods":
+            assert "### `make run`" in text, alert
+            assert "### Kubernetes" in text, alert
+
+
+def test_runbooks_use_the_variables_the_pods_really_have() -> None:
+    pages = sorted((ROOT / "docs" / "runbooks").glob("*.md"))
+    text = "\n".join(page.read_text() for page in pages)
+    assert "BUS_AMQP_URL" not in text  # no pod has it
+    for line in re.findall(r"kubectl .*order-bus .*", text):
+        # A deployment whose pods carry an *_AMQP_URL: orders, the relay, the consumer, the worker.
+        assert re.search(r"deploy/\$REL-(orders|orders-relay|event-consumer|worker) ", line), line
+    index = (ROOT / "docs" / "runbooks" / "README.md").read_text()
+    for page in pages:
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, page.name
+
+
+AGGREGATION = re.compile(
+    r"\b(sum|max|min|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\b"
+    r"\s*(by\s*\(([^)]*)\))?\s*\("
+)
+
+
+def _aggregations_without_namespace(expr: str) -> list[str]:
+    return [
+        match.group(0)
+        for match in AGGREGATION.finditer(expr)
+        if "namespace" not in [label.strip() for label in (match.group(3) or "").split(",")]
+    ]
+
+
+def test_every_aggregation_keeps_the_namespace() -> None:
+    """Two releases in one Prometheus must not merge into one series."""
+    assert _aggregations_without_namespace("sum(rate(x[5m])) / sum by (job) (y)") == [
+        "sum(",
+        "sum by (job) (",
+    ]
+    bad = [
+        f"{rule['alert']}: {agg}"
+        for rule in _alert_rules()
+        for agg in _aggregations_without_namespace(rule["expr"])
+    ]
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        for panel in _panels(dashboard["panels"]):
+            for target in panel.get("targets", []):
+                bad += [
+                    f"{path.name} {panel['title']}: {agg}"
+                    for agg in _aggregations_without_namespace(target["expr"])
+                ]
+    for expr in re.findall(r"expr: (.*)", CHART_RULES.read_text()):
+        bad += [f"chart: {agg}" for agg in _aggregations_without_namespace(expr)]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[path.name for path in CONFIGS])
+def test_every_scraped_job_of_ours_has_an_absent_rule(config: Path) -> None:
+    absent = {
+        match
+        for rule in _alert_rules()
+        for match in re.findall(r'absent\(up\{job="([\w-]+)"\}\)', rule["expr"])
+    }
+    assert {r["alert"] for r in _alert_rules() if "absent(" in r["expr"]} == {
+        "OrderPlatformTargetMissing"
+    }
+    jobs = {job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert jobs & JOBS <= absent
+    fired = {
+        labels["job"]
+        for path in RULE_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case["alertname"] == "OrderPlatformTargetMissing"
+        for labels in (a["exp_labels"] for a in case.get("exp_alerts", []))
+    }
+    assert {"worker", "rabbitmq-queues"} <= fired

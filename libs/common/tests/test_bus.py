@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -30,7 +32,7 @@ from order_common.bus import (
     publish_envelope,
     retry_queue_name,
 )
-from order_common.dlq import count_messages, peek, redrive
+from order_common.dlq import amqp_url_from_env, count_messages, peek, redrive
 from order_common.events import Envelope, EventType, parse_envelope
 from order_common.subscriber import Delivery, Subscriber
 from order_common.testing import (
@@ -307,18 +309,51 @@ async def test_stop_lets_the_in_flight_handler_finish_and_ack(
     assert await count_messages(channel, subscriber.queue_name) == 0
 
 
-async def run_order_bus(*args: str) -> str:
+async def run_order_bus(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> str:
+    """The installed ``order-bus`` script; with ``env``, that environment instead of --amqp-url."""
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "order-bus"),
-        "--amqp-url",
-        AMQP_URL,
+        *(() if env is not None else ("--amqp-url", AMQP_URL)),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {"PATH": os.environ.get("PATH", ""), **env},
     )
     out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    assert (process.returncode == 0) is ok, err.decode()
+    return out.decode() if ok else err.decode()
+
+
+def test_order_bus_takes_the_broker_from_the_pods_own_variables() -> None:
+    assert amqp_url_from_env({}) == "amqp://guest:guest@127.0.0.1:5672/"
+    assert amqp_url_from_env({"CONSUMER_AMQP_URL": "amqp://c"}) == "amqp://c"
+    assert amqp_url_from_env({"WORKER_AMQP_URL": "amqp://w", "ORDERS_AMQP_URL": "amqp://o"}) == (
+        "amqp://o"
+    )
+    assert amqp_url_from_env({"BUS_AMQP_URL": "amqp://b", "ORDERS_AMQP_URL": "amqp://o"}) == (
+        "amqp://b"
+    )
+    assert amqp_url_from_env({"BUS_AMQP_URL": "", "ORDERS_AMQP_URL": "amqp://o"}) == "amqp://o"
+
+
+@pytest.mark.parametrize("variable", ["ORDERS_AMQP_URL", "CONSUMER_AMQP_URL"])
+async def test_order_bus_in_a_pod_reads_the_services_broker_url(
+    channel: aio_pika.abc.AbstractChannel, topology: Topology, variable: str
+) -> None:
+    queue = await declare_subscription(channel, topology, SUBSCRIBER, EventType.NEW_ORDER)
+    dlq = dead_letter_queue_name(queue.name)
+
+    # What `kubectl exec deploy/<release>-orders -- order-bus dlq show` runs with: no flag.
+    shown = await run_order_bus("dlq", "show", "--queue", queue.name, env={variable: AMQP_URL})
+    assert json.loads(shown.splitlines()[0]) == {"queue": dlq, "messages": 0}
+    # The variable really is the one used: wrong credentials in it are refused by the broker.
+    broker = urlsplit(AMQP_URL)
+    netloc = f"nobody-here:wrong@{broker.hostname}:{broker.port or 5672}"
+    bad_url = broker._replace(netloc=netloc).geturl()
+    refused = await run_order_bus(
+        "dlq", "show", "--queue", queue.name, env={variable: bad_url}, ok=False
+    )
+    assert "order-bus:" in refused
 
 
 async def test_the_order_bus_command_shows_and_redrives_a_dead_letter_queue(

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from order_common.db import build_engine
-from order_common.errors import install_error_handlers, unavailable_dependency
 from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.http_errors import install_error_handlers, unavailable_dependency
 from order_common.settings import ServiceSettings
 
 REFUSED_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"

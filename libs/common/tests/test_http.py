@@ -3,8 +3,9 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from order_common.errors import Conflict, install_error_handlers
+from order_common.errors import Conflict
 from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.settings import ServiceSettings
 
 

@@ -21,9 +21,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import REGISTRY
 
 from order_common import telemetry
-from order_common.errors import install_error_handlers
 from order_common.health import health_router
 from order_common.http import SlashAgnosticRouter, install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.logging import JsonFormatter, redact, request_id_var
 from order_common.settings import ServiceSettings
 

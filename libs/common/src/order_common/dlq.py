@@ -10,8 +10,10 @@ Command line (the ``order-bus`` script of order-common)::
     order-bus dlq redrive --queue order-platform.event-consumer.new_order [--limit 100]
     order-bus dlq show    --queue order-platform.events.unrouted
 
-``--queue`` takes the subscriber's queue or its ``.dlq``; the broker comes from ``--amqp-url``
-or ``BUS_AMQP_URL`` (default ``amqp://guest:guest@127.0.0.1:5672/``). Output is JSON lines.
+``--queue`` takes the subscriber's queue or its ``.dlq``; the broker comes from ``--amqp-url``,
+else the first of ``BUS_AMQP_URL`` and the services' own ``ORDERS_AMQP_URL``,
+``CONSUMER_AMQP_URL``, ``WORKER_AMQP_URL`` (so ``kubectl exec deploy/<release>-orders -- order-bus
+...`` needs no extra flag), else ``amqp://guest:guest@127.0.0.1:5672/``. Output is JSON lines.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,14 @@ from order_common.bus import (
 DLQ_SUFFIX = ".dlq"
 UNROUTED_SUFFIX = ".unrouted"
 _PREVIEW_BYTES = 2000
+
+
+# Where a pod or a shell already says which broker: the CLI's own variable, then the services'.
+AMQP_URL_VARIABLES = ("BUS_AMQP_URL", "ORDERS_AMQP_URL", "CONSUMER_AMQP_URL", "WORKER_AMQP_URL")
+
+
+def amqp_url_from_env(environ: Mapping[str, str]) -> str:
+    return next((environ[v] for v in AMQP_URL_VARIABLES if environ.get(v)), DEFAULT_AMQP_URL)
 
 
 def normalize_queue(queue: str) -> str:
@@ -203,8 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="order-bus", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--amqp-url",
-        default=os.environ.get("BUS_AMQP_URL", DEFAULT_AMQP_URL),
-        help="broker URL (env BUS_AMQP_URL)",
+        default=amqp_url_from_env(os.environ),
+        help=f"broker URL (default: env {', '.join(AMQP_URL_VARIABLES)})",
     )
     groups = parser.add_subparsers(dest="group", required=True)
     dlq = groups.add_parser("dlq", help="dead-letter queues")

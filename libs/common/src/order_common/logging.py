@@ -97,7 +97,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=lambda value: redact(str(value)))
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_logging(service: str, level: str = "INFO", *, access_log: bool = False) -> None:
     """Send every logger's records to stdout as JSON lines. Safe to call more than once."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
@@ -109,5 +109,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
-    # The access log repeats what the gateway logs and would print query strings.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # The access log repeats what the gateway logs, costs a record per request and would print
+    # query strings: off unless asked for (``*_ACCESS_LOG``).
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)

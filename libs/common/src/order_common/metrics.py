@@ -3,14 +3,22 @@ database pool; and how they are exposed (``/metrics`` on the API, a metrics port
 processes without one).
 
 Latency histograms carry the trace id as an exemplar; Prometheus sees exemplars when it
-scrapes in the OpenMetrics format, which both endpoints serve when asked for it."""
+scrapes in the OpenMetrics format, which both endpoints serve when asked for it.
+
+An API served by several uvicorn workers (``order_common.serve``) runs prometheus_client in
+multiprocess mode: ``/metrics`` adds up the files of every worker. That mode keeps no
+exemplars, so each worker remembers the last exemplar of each HTTP latency bucket it observed
+and puts it on the summed bucket when it answers the scrape."""
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
+import os
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -22,9 +30,12 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,6 +49,10 @@ SLASH_TWIN = "x-slash-twin"
 
 logger = logging.getLogger(__name__)
 
+# prometheus_client chose its mode when first imported, from PROMETHEUS_MULTIPROC_DIR.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS = prometheus_values.ValueClass is not prometheus_values.MutexValue
+
 # No `*_created` series beside every counter and histogram: Prometheus has no use for them here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -48,10 +63,12 @@ HTTP_REQUESTS = Counter(
     "HTTP requests answered, by route template (never the raw path) and status code.",
     ["service", "method", "route", "status"],
 )
+HTTP_DURATION_BUCKETS = Histogram.DEFAULT_BUCKETS
 HTTP_REQUEST_DURATION = Histogram(
     "http_request_duration_seconds",
     "Time from the request's arrival to the end of its response, by route template.",
     ["service", "method", "route"],
+    buckets=HTTP_DURATION_BUCKETS,
 )
 # The label of requests that matched no route: their paths are whatever clients send.
 UNMATCHED_ROUTE = "unmatched"
@@ -82,6 +99,14 @@ BUS_HANDLING_DURATION = Histogram(
     ["subscriber", "event_type"],
 )
 
+# --- database -------------------------------------------------------------------------------
+
+DB_RECONNECTS = Counter(
+    "db_reconnect_retries_total",
+    "Use cases run again because their pooled connection turned out to be dead (the pool "
+    "has no pre-ping; see order_common.db.retry_on_disconnect).",
+)
+
 # --- rate limits ----------------------------------------------------------------------------
 
 RATE_LIMIT_REJECTIONS = Counter(
@@ -90,6 +115,89 @@ RATE_LIMIT_REJECTIONS = Counter(
     "login-pair, login-ip, login-account, orders).",
     ["scope"],
 )
+
+
+class ExemplarMemory:
+    """The last exemplar of each bucket of one histogram, for the multiprocess mode, which
+    stores none. Each worker keeps its own and shares them through a file in the metrics
+    directory (rewritten at most once a second, when a new one came), so the worker that
+    answers a scrape shows the newest exemplar of any worker (the scraper's keep-alive
+    connection may always reach the same one)."""
+
+    FLUSH_INTERVAL = 1.0
+
+    def __init__(self, histogram: Histogram, buckets: Iterable[float]) -> None:
+        self._histogram = histogram
+        self._name = f"{histogram._name}_bucket"
+        self._bounds = [(bound, floatToGoString(bound)) for bound in buckets]  # type: ignore[no-untyped-call]
+        self._last: dict[tuple[tuple[str, str], ...], Exemplar] = {}
+        self._flushed_at = float("-inf")
+        self._dirty = False
+
+    def observe(
+        self, labels: tuple[str, ...], amount: float, exemplar: dict[str, str] | None
+    ) -> None:
+        self._histogram.labels(*labels).observe(amount, exemplar=exemplar)
+        if not MULTIPROCESS or not exemplar:
+            return
+        le = next(text for bound, text in self._bounds if amount <= bound)
+        names = (*self._histogram._labelnames, "le")
+        key = tuple(sorted(zip(names, (*labels, le), strict=True)))
+        self._last[key] = Exemplar(exemplar, amount, time.time())
+        self._dirty = True
+        if time.monotonic() - self._flushed_at >= self.FLUSH_INTERVAL:
+            self.flush()
+
+    def _path(self, pid: int) -> str:
+        return os.path.join(os.environ[MULTIPROC_ENV], f"exemplars_{self._name}_{pid}.json")
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        self._flushed_at = time.monotonic()
+        self._dirty = False
+        entries = [[list(key), e.labels, e.value, e.timestamp] for key, e in self._last.items()]
+        path = self._path(os.getpid())
+        try:
+            with open(f"{path}.tmp", "w") as file:
+                json.dump(entries, file)
+            os.replace(f"{path}.tmp", path)
+        except OSError as exc:  # exemplars are a convenience; never fail a request for them
+            logger.debug("could not share exemplars: %s", exc)
+
+    def _everyone(self) -> dict[tuple[tuple[str, str], ...], Exemplar]:
+        merged = dict(self._last)
+        pattern = os.path.join(os.environ[MULTIPROC_ENV], f"exemplars_{self._name}_*.json")
+        for path in glob.glob(pattern):
+            try:
+                with open(path) as file:
+                    entries = json.load(file)
+            except (OSError, ValueError):
+                continue
+            for key_list, labels, value, timestamp in entries:
+                key = tuple((str(name), str(text)) for name, text in key_list)
+                mine = merged.get(key)
+                if mine is None or (mine.timestamp or 0) < timestamp:
+                    merged[key] = Exemplar(labels, value, timestamp)
+        return merged
+
+    def attach(self, metrics: Iterable[Metric]) -> Iterator[Metric]:
+        exemplars = self._everyone()
+        for metric in metrics:
+            if metric.type == "histogram" and exemplars:
+                metric.samples = [
+                    sample._replace(
+                        exemplar=exemplars.get(tuple(sorted(sample.labels.items())))
+                        or sample.exemplar
+                    )
+                    if sample.name == self._name
+                    else sample
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+HTTP_EXEMPLARS = ExemplarMemory(HTTP_REQUEST_DURATION, HTTP_DURATION_BUCKETS)
 
 
 def _route_label(scope: Scope) -> str:
@@ -131,15 +239,44 @@ class MetricsMiddleware:
             route = _route_label(scope)
             method = scope.get("method", "GET")
             HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_REQUEST_DURATION.labels(self.service, method, route).observe(
-                time.perf_counter() - start, exemplar=exemplar()
+            HTTP_EXEMPLARS.observe(
+                (self.service, method, route), time.perf_counter() - start, exemplar()
             )
 
 
-def metrics_response(request: Request, registry: CollectorRegistry = REGISTRY) -> Response:
+class _WorkersCollector(Collector):
+    """Every worker's metrics added up, with this worker's HTTP latency exemplars."""
+
+    def __init__(self) -> None:
+        from prometheus_client import multiprocess
+
+        self._files = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        return HTTP_EXEMPLARS.attach(self._files.collect())  # type: ignore[no-untyped-call]
+
+
+_api_registry: CollectorRegistry | None = None
+
+
+def api_metrics_registry() -> CollectorRegistry:
+    """What an API's ``/metrics`` serves: this process's registry, or with several workers
+    the sum of all of theirs (plus the answering worker's own database pool gauges)."""
+    global _api_registry
+    if not MULTIPROCESS:
+        return REGISTRY
+    if _api_registry is None:
+        registry = CollectorRegistry()
+        registry.register(_WorkersCollector())
+        registry.register(POOLS)
+        _api_registry = registry
+    return _api_registry
+
+
+def metrics_response(request: Request, registry: CollectorRegistry | None = None) -> Response:
     """The registry in the format the scraper asks for (OpenMetrics carries exemplars)."""
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(registry), media_type=content_type)
+    return Response(encoder(registry or api_metrics_registry()), media_type=content_type)
 
 
 # --- metrics port for the processes without an HTTP API ---------------------------------------

@@ -126,6 +126,20 @@ class ServiceSettings(BaseSettings):
         return self.environment == "production"
 
 
+class ApiSettings(ServiceSettings):
+    """What the HTTP APIs (auth, orders) add: how ``serve`` runs them."""
+
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="`serve`: uvicorn worker processes sharing the port; 0 means one per core",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="`serve`: log a line per request (the gateway already logs each request)",
+    )
+
+
 def _url_password(raw: str) -> str | None:
     """The password of a URL (``scheme://user:password@host``); None when it has none."""
     if "://" not in raw:

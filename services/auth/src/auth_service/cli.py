@@ -21,10 +21,7 @@ from auth_service.settings import Settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from auth_service.main import create_app
-    from order_common.telemetry import setup_telemetry
+    from order_common.serve import serve
 
     # The lifespan checks the key too, but its refusal would come wrapped in a traceback.
     try:
@@ -32,24 +29,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except SigningKeyError as exc:
         print(f"auth-service: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)  # configures the logging
-    setup_telemetry(settings.service_name)
-    uvicorn.run(
-        app,
+    serve(
+        "auth_service.main:serve_app",
+        settings,
         host=args.host,
         port=args.port,
-        # The gateway's X-Forwarded-For becomes request.client (rate limits key on it), but
-        # only from the trusted proxies; anyone else's header is ignored.
-        proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # create_app configured JSON logging; keep uvicorn from replacing it.
-        log_config=None,
-        server_header=False,
-        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
-        # this server, closes it, so no request is ever sent on a connection being closed.
-        timeout_keep_alive=int(settings.http_keep_alive_seconds),
-        # In-flight requests get this long to finish after SIGTERM.
-        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
     )
     return 0
 

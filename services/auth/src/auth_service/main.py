@@ -15,7 +15,6 @@ from auth_service.security import PasswordHasher
 from auth_service.settings import Settings
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.errors import install_error_handlers
 from order_common.health import (
     HEALTH_TAG,
     ReadinessCheck,
@@ -24,8 +23,10 @@ from order_common.health import (
     redis_check,
 )
 from order_common.http import install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.logging import configure_logging
 from order_common.ratelimit import RateLimiter
+from order_common.serve import serving_app
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _readiness_checks(app: FastAPI) -> Mapping[str, ReadinessCheck]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.service_name, settings.log_level)
+    configure_logging(settings.service_name, settings.log_level, access_log=settings.access_log)
 
     app = FastAPI(
         title="Order Platform — auth",
@@ -128,3 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router(lambda: _readiness_checks(app)))
     app.include_router(router)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The factory ``auth-service serve`` gives uvicorn: run in each worker process."""
+    return serving_app(Settings, create_app)

@@ -6,10 +6,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_common.ratelimit import parse_limit
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 
-class Settings(ServiceSettings):
+class Settings(ApiSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_")
 
     service_name: str = "auth"

@@ -56,26 +56,14 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_run_relay(settings))
         return
 
-    import uvicorn
+    from order_common.serve import serve as run_api
 
-    from order_common.telemetry import setup_telemetry
-    from orders_service.main import create_app
-
-    setup_telemetry(settings.service_name)
-
-    uvicorn.run(
-        create_app(settings),
+    run_api(
+        "orders_service.main:serve_app",
+        settings,
         host=args.host,
         port=args.port,
-        proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        log_config=None,
-        server_header=False,
-        # Longer than the gateway keeps an idle upstream connection (60 s): the gateway, not
-        # this server, closes it, so no request is ever sent on a connection being closed.
-        timeout_keep_alive=int(settings.http_keep_alive_seconds),
-        # In-flight requests get this long to finish after SIGTERM.
-        timeout_graceful_shutdown=int(settings.http_graceful_shutdown_seconds),
     )
 
 

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.errors import install_error_handlers
 from order_common.health import (
     HEALTH_TAG,
     ReadinessCheck,
@@ -20,8 +19,10 @@ from order_common.health import (
     redis_check,
 )
 from order_common.http import install_middleware
+from order_common.http_errors import install_error_handlers
 from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
+from order_common.serve import serving_app
 from orders_service.cache import OrderCache
 from orders_service.router import TAGS as ORDERS_TAGS
 from orders_service.router import router as orders_router
@@ -98,3 +99,8 @@ def create_app(
     app.include_router(health_router(readiness_checks))
     app.include_router(orders_router)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The factory ``orders-service serve`` gives uvicorn: run in each worker process."""
+    return serving_app(Settings, create_app)

@@ -32,11 +32,14 @@ STATUS_CHANGES = Counter(
 OUTBOX_BACKLOG = Gauge(
     "orders_outbox_backlog",
     "Outbox events not yet published, as the relay last counted them.",
+    # Only the relay sets it; in the API's multiprocess mode the workers' zeros add no pid label.
+    multiprocess_mode="livemax",
 )
 OUTBOX_OLDEST_AGE = Gauge(
     "orders_outbox_oldest_age_seconds",
     "Age of the oldest unpublished outbox event (0 when there is none), as the relay last "
     "measured it.",
+    multiprocess_mode="livemax",
 )
 EVENTS_PUBLISHED = Counter(
     "orders_events_published_total",

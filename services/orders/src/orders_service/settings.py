@@ -5,10 +5,10 @@ from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
 from order_common.ratelimit import parse_limit
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 
-class Settings(ServiceSettings, BusSettings):
+class Settings(ApiSettings, BusSettings):
     """The API (`orders-service serve`) and the relay (`orders-service relay`) read the same
     ORDERS_* environment; the bus fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the relay
     only: the API never touches RabbitMQ."""

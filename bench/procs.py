@@ -1,0 +1,161 @@
+"""Processes the benchmark starts next to the stack (the reference app, the orders APIs over the
+scale tables) and the memory of every process at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.stack import BIN, ROOT
+
+
+def api_workers() -> int:
+    """The worker processes `orders-service serve` runs with this environment."""
+    try:
+        from order_common.serve import worker_count
+    except ImportError:  # before order_common.serve: one uvicorn process per API
+        return 1
+    from orders_service.settings import Settings
+
+    workers: int = worker_count(Settings().workers)  # type: ignore[attr-defined, unused-ignore]
+    return workers
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def started(
+    name: str, command: list[str], env: dict[str, str], ready_url: str, log: Path, url: str
+) -> Iterator[Process]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_http(ready_url, proc, log)
+        yield Process(name, proc, url, log)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def reference_app(
+    env: dict[str, str], port: int, workers: int, log: Path
+) -> AbstractContextManager[Process]:
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "python"), "-m", "bench.reference", "--port", str(port)]
+    command += ["--workers", str(workers)]
+    return started("reference", command, env, f"{url}/hello", log, url)
+
+
+def orders_api(
+    name: str, env: dict[str, str], port: int, log: Path
+) -> AbstractContextManager[Process]:
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "orders-service"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return started(name, command, env, f"{url}/healthz", log, url)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (the supervisor and all it runs, a uvicorn master and its
+    workers): by parent links, as the processes may start sessions of their own."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _parent(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return sorted(found)
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    parts = [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+    short = [Path(parts[0]).name, *parts[1:]] if parts else []
+    return " ".join(short)[:160]
+
+
+def memory(roots: dict[str, int]) -> list[dict[str, object]]:
+    """RSS of every process under each named root process, largest first."""
+    rows: list[dict[str, object]] = []
+    for group, root in roots.items():
+        for pid in descendants(root):
+            rss = rss_mb(pid)
+            if rss is None or rss == 0:
+                continue  # gone, or a kernel thread
+            rows.append(
+                {"group": group, "pid": pid, "rss_mb": round(rss, 1), "command": command_line(pid)}
+            )
+    return sorted(rows, key=lambda row: -float(row["rss_mb"]))  # type: ignore[arg-type]

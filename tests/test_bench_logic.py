@@ -1,0 +1,181 @@
+"""The arithmetic of `make bench` (bench/compare.py, bench/pipeline.py, bench/wrk.py,
+bench/common.py): alternation order, per-round ratios and their median, validity, targets,
+the wrk summary and the result file. The load itself is proved by `make bench-quick` in CI."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import wrk
+from bench.common import write_report
+from bench.compare import SCENARIO, Target, alternate, p99, table
+from bench.pipeline import backlog_slope, is_sustained
+
+
+@dataclass
+class Fake:
+    rps: float
+    requests: int = 100
+    p99_ms: float = 10.0
+    p50_ms: float = 5.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rps": self.rps}
+
+
+def test_alternate_runs_scenario_then_each_reference_every_round() -> None:
+    calls: list[str] = []
+
+    def run(name: str, rps: float) -> Any:
+        return lambda: calls.append(name) or Fake(rps)
+
+    alternate("s", run("A", 1), {"B": run("B", 2), "C": run("C", 4)}, rounds=3)
+
+    assert calls == ["A", "B", "C"] * 3
+
+
+def test_ratio_is_the_median_of_per_round_ratios_not_the_ratio_of_medians() -> None:
+    # Scenario and reference drift together round by round (a noisy box).
+    a = iter([Fake(100), Fake(400), Fake(90)])
+    b = iter([Fake(200), Fake(500), Fake(100)])
+    comparison = alternate("s", lambda: next(a), {"ref": lambda: next(b)}, rounds=3)
+
+    assert comparison.ratios("ref") == [0.5, 0.8, 0.9]
+    assert comparison.ratio("ref") == 0.8
+    # The ratio of the medians would be 100 / 200 = 0.5.
+    assert comparison.median_of(SCENARIO, lambda m: m.rps) == 100
+
+
+def test_p99_ratio_uses_the_latency_metric() -> None:
+    a = iter([Fake(1, p99_ms=30), Fake(1, p99_ms=50)])
+    b = iter([Fake(1, p99_ms=10), Fake(1, p99_ms=10)])
+    comparison = alternate("storm", lambda: next(a), {"alone": lambda: next(b)}, rounds=2)
+
+    assert comparison.ratio("alone", p99) == 4.0
+
+
+def test_any_failed_answer_in_scenario_or_reference_invalidates_the_comparison() -> None:
+    clean = alternate("s", lambda: Fake(10), {"ref": lambda: Fake(10)}, rounds=2)
+    throttled = alternate(
+        "s", lambda: Fake(10, errors={"status": 1}), {"ref": lambda: Fake(10)}, rounds=2
+    )
+    broken_ref = alternate(
+        "s", lambda: Fake(10), {"ref": lambda: Fake(10, errors={"timeout": 2})}, rounds=1
+    )
+
+    assert clean.valid
+    assert not throttled.valid
+    assert throttled.failed == 2
+    assert not broken_ref.valid
+    assert not alternate("s", lambda: Fake(1), {"ref": lambda: Fake(1)}, rounds=0).valid
+
+
+def test_a_run_that_got_no_answer_invalidates_the_comparison() -> None:
+    # Every request outlived the run: wrk counts no error, and no success either.
+    silent = alternate("s", lambda: Fake(0, requests=0), {"ref": lambda: Fake(5)}, rounds=1)
+
+    assert silent.failed == 0
+    assert not silent.valid
+
+
+def test_a_reference_at_zero_gives_no_ratio_instead_of_a_crash() -> None:
+    comparison = alternate("s", lambda: Fake(10), {"ref": lambda: Fake(0)}, rounds=1)
+
+    assert math.isnan(comparison.ratio("ref"))
+    assert Target("t", comparison.ratio("ref"), 0.5).status == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("measured", "threshold", "at_most", "valid", "expected"),
+    [
+        (0.61, 0.6, False, True, "pass"),
+        (0.59, 0.6, False, True, "miss"),
+        (240.0, 250.0, True, True, "pass"),
+        (260.0, 250.0, True, True, "miss"),
+        (0.9, 0.6, False, False, "invalid"),
+        (None, 0.6, False, True, "invalid"),
+    ],
+)
+def test_target_status(
+    measured: float | None, threshold: float, at_most: bool, valid: bool, expected: str
+) -> None:
+    target = Target("t", measured, threshold, at_most=at_most, valid=valid)
+
+    assert target.status == expected
+    assert target.to_json()["status"] == expected
+    assert expected in table([target])
+
+
+def test_backlog_slope_ignores_the_warm_up_and_finds_growth() -> None:
+    steady = [(0.0, 0), (1.0, 40), (2.0, 12), (3.0, 11), (4.0, 13), (5.0, 12), (6.0, 11), (7.0, 12)]
+    growing = [(float(t), 25 * t) for t in range(10)]
+
+    assert abs(backlog_slope(steady)) < 1
+    assert backlog_slope(growing) == pytest.approx(25)
+    assert backlog_slope([(0.0, 5)]) == 0.0
+
+
+def test_sustained_needs_the_full_rate_no_errors_and_a_flat_backlog() -> None:
+    assert is_sustained(300, achieved=299, slope=2, failed=0)
+    assert not is_sustained(300, achieved=299, slope=20, failed=0)  # falls behind
+    assert not is_sustained(300, achieved=250, slope=0, failed=0)  # the load never got there
+    assert not is_sustained(300, achieved=300, slope=0, failed=1)
+
+
+def test_wrk_summary_line_is_read_into_a_result() -> None:
+    line = json.dumps(
+        {
+            "requests": 1500,
+            "duration_us": 3_000_000,
+            "p50_us": 2500,
+            "p90_us": 4000,
+            "p99_us": 12000,
+            "max_us": 30000,
+            "status": 3,
+            "timeout": 1,
+            "connect": 0,
+            "read": 0,
+            "write": 0,
+        }
+    )
+    result = wrk.WrkResult.from_done(line)
+
+    assert result.rps == 500
+    assert (result.p50_ms, result.p99_ms) == (2.5, 12.0)
+    assert result.failed == 4
+
+
+def test_wrk_script_shares_tokens_and_escapes_bodies(tmp_path: Path) -> None:
+    requests = [
+        wrk.Request("POST", "/orders/", "tok-a", '{"name": "a \\"b\\""}'),
+        wrk.Request("GET", "/orders/1/", "tok-a"),
+        wrk.Request("GET", "/hello"),
+    ]
+    script = wrk.write_script(tmp_path / "s.lua", requests, mode="walk", rate=50).read_text()
+
+    assert script.count('"tok-a"') == 1  # once in TOKENS, referenced by index
+    assert 'MODE = "walk"' in script
+    assert "RATE = 50.0" in script
+    assert "function delay()" in script
+    with pytest.raises(ValueError, match="at least one"):
+        wrk.write_script(tmp_path / "empty.lua", [])
+
+
+def test_report_is_written_under_its_start_time_with_nan_as_null(tmp_path: Path) -> None:
+    started = datetime(2026, 12, 3, 9, 40, 5, tzinfo=UTC)
+    path = write_report({"ratio": float("nan"), "rows": [1.5, float("inf")]}, started, tmp_path)
+
+    assert path.name == "2026-12-03T09-40-05Z.json"
+    assert json.loads(path.read_text()) == {"ratio": None, "rows": [1.5, None]}
