@@ -7,7 +7,10 @@ from datetime import datetime
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from auth_service import service
 from auth_service.errors import EmailAlreadyRegistered
@@ -151,3 +154,36 @@ async def test_register_rejects_unknown_fields_with_422(
     )
 
     assert response.status_code == 422
+
+
+async def test_register_and_login_succeed_after_the_database_dropped_its_connections(
+    app: FastAPI, client: httpx.AsyncClient, new_email: Callable[[], str]
+) -> None:
+    email = new_email()
+    assert (
+        await client.post("/register/", json={"email": new_email(), "password": "secret1"})
+    ).is_success
+
+    async def drop_every_connection() -> None:
+        # A database restart or failover: every backend of the test database is terminated,
+        # from a connection outside the app's pool.
+        engine = create_async_engine(app.state.settings.database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    retries = REGISTRY.get_sample_value("db_reconnect_retries_total") or 0.0
+    await drop_every_connection()
+    registered = await client.post("/register/", json={"email": email, "password": "secret1"})
+    assert registered.status_code == 201, registered.text
+    assert REGISTRY.get_sample_value("db_reconnect_retries_total") == retries + 1
+    await drop_every_connection()
+    token = await client.post("/token/", data={"username": email, "password": "secret1"})
+    assert token.status_code == 200, token.text

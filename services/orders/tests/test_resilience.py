@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .conftest import DEAD_REDIS_URL, VALID_ORDER, User
 
@@ -91,3 +93,48 @@ async def test_rate_limit_can_be_switched_off(start_app: Any, user: User) -> Non
         }
 
     assert statuses == {200}
+
+
+async def _drop_every_connection(db: AsyncEngine) -> int:
+    """What a database restart or failover does to the pool: every backend of the test
+    database is terminated (the pooled connections die without the pool knowing)."""
+    async with db.connect() as connection:
+        result = await connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        return int(result.scalar_one())
+
+
+async def test_a_request_after_the_database_dropped_its_connections_still_succeeds(
+    start_app: Any, user: User, db: AsyncEngine
+) -> None:
+    async with start_app() as (_, client):
+        created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+        assert created.status_code == 201, created.text
+        order_id = created.json()["id"]
+        retries = REGISTRY.get_sample_value("db_reconnect_retries_total") or 0.0
+
+        assert await _drop_every_connection(db) >= 1
+        listed = await client.get(f"/orders/user/{user.id}/", headers=user.headers)
+        assert listed.status_code == 200, listed.text
+        assert order_id in [order["id"] for order in listed.json()]
+        assert REGISTRY.get_sample_value("db_reconnect_retries_total") == retries + 1
+
+        await _drop_every_connection(db)
+        again = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+        assert again.status_code == 201, again.text
+
+        await _drop_every_connection(db)
+        patched = await client.patch(
+            f"/orders/{order_id}/", json={"status": "PAID"}, headers=user.headers
+        )
+        assert patched.status_code == 200, patched.text
+
+    async with db.connect() as connection:
+        orders = await connection.execute(
+            text("SELECT count(*) FROM orders WHERE user_id = :user"), {"user": user.id}
+        )
+        assert orders.scalar_one() == 2  # the retried POST created one order, not two

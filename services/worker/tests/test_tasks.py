@@ -32,15 +32,24 @@ def test_the_app_acks_late_and_takes_one_task_at_a_time(app: OrderWorkerApp) -> 
     conf = app.conf
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost) == (True, True)
     assert conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options["visibility_timeout"] == 3600
+    # A dead worker's tasks come back within a minute: the time limit bounds every run.
+    assert conf.task_time_limit == 30
+    assert conf.broker_transport_options["visibility_timeout"] == 30 + 15 + 15
     assert conf.broker_transport_options["global_keyprefix"] == app.settings.celery_key_prefix
     assert conf.task_default_queue == "orders"
     assert PROCESS_ORDER_TASK in app.tasks
 
 
-def test_a_visibility_timeout_shorter_than_the_processing_is_refused() -> None:
+def test_a_visibility_timeout_shorter_than_a_run_and_its_retry_wait_is_refused() -> None:
     with pytest.raises(ValueError, match="visibility_timeout_seconds"):
-        Settings(processing_delay_seconds=10, visibility_timeout_seconds=5)
+        Settings(task_time_limit_seconds=20, visibility_timeout_seconds=25)
+    with pytest.raises(ValueError, match="task_time_limit_seconds"):
+        Settings(processing_delay_seconds=10, task_time_limit_seconds=5)
+
+
+def test_the_visibility_timeout_follows_the_time_limit() -> None:
+    settings = Settings(processing_delay_seconds=50, task_time_limit_seconds=60)
+    assert settings.effective_visibility_timeout == 60 + 15 + 15
 
 
 async def test_processing_an_order_twice_publishes_one_order_processed(

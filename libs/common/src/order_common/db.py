@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Concatenate, ParamSpec, Self, TypeVar
 
 import sqlalchemy.ext.asyncio
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from order_common.metrics import watch_pool
+from order_common.metrics import DB_RECONNECTS, watch_pool
+
+logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -39,14 +45,16 @@ def build_engine(
     Every wait is bounded (the ``*_DB_*_TIMEOUT_SECONDS`` settings): opening a connection
     (asyncpg's default is 60 s), each statement, and waiting for a free pooled connection
     (SQLAlchemy's default is 30 s). A database that hangs then fails requests in seconds, with
-    a 503, instead of holding them. ``pool_pre_ping`` replaces the connections a restarted
-    server dropped, so a process recovers by itself."""
+    a 503, instead of holding them.
+
+    No ``pool_pre_ping``: a round trip before every transaction is a tax on the hot path.
+    A connection the server dropped is found at its first statement instead, and
+    ``retry_on_disconnect`` runs the use case again on a fresh one."""
     # Looked up on the module at each call: the SQLAlchemy instrumentation wraps it there.
     engine = sqlalchemy.ext.asyncio.create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         pool_timeout=pool_timeout,
         connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
@@ -67,6 +75,8 @@ class UnitOfWork:
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
+        # Set once a COMMIT was sent: its outcome is unknown if the connection then dies.
+        self.commit_started = False
 
     def _start(self) -> None:
         """Attach repositories to ``self.session``."""
@@ -88,4 +98,40 @@ class UnitOfWork:
             await self.session.close()
 
     async def commit(self) -> None:
+        self.commit_started = True
         await self.session.commit()
+
+
+U = TypeVar("U", bound=UnitOfWork)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def retry_on_disconnect(
+    use_case: Callable[Concatenate[U, P], Awaitable[T]],
+) -> Callable[Concatenate[U, P], Awaitable[T]]:
+    """Run the use case again, once, when its connection turned out to be dead (PostgreSQL
+    restarted, a proxy dropped it, an administrator terminated it) before any COMMIT was
+    sent. This replaces a ping on every checkout: the pool hands out connections untested,
+    and SQLAlchemy, on seeing the disconnect, invalidates the whole pool, so the second run
+    opens a fresh connection. A failure during or after a COMMIT is not retried: the
+    transaction may have been committed."""
+
+    @functools.wraps(use_case)
+    async def run(uow: U, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        uow.commit_started = False
+        try:
+            return await use_case(uow, *args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or uow.commit_started:
+                raise
+            DB_RECONNECTS.inc()
+            logger.warning(
+                "database connection lost; running %s again on a new one",
+                use_case.__name__,
+                extra={"error": f"{type(exc.orig).__name__}: {exc.orig}"},
+            )
+        uow.commit_started = False
+        return await use_case(uow, *args, **kwargs)
+
+    return run

@@ -99,6 +99,14 @@ BUS_HANDLING_DURATION = Histogram(
     ["subscriber", "event_type"],
 )
 
+# --- database -------------------------------------------------------------------------------
+
+DB_RECONNECTS = Counter(
+    "db_reconnect_retries_total",
+    "Use cases run again because their pooled connection turned out to be dead (the pool "
+    "has no pre-ping; see order_common.db.retry_on_disconnect).",
+)
+
 # --- rate limits ----------------------------------------------------------------------------
 
 RATE_LIMIT_REJECTIONS = Counter(

@@ -11,6 +11,7 @@ from auth_service.metrics import LOGINS, REGISTRATIONS
 from auth_service.models import EMAIL_MAX_LENGTH, User
 from auth_service.repository import AuthUnitOfWork, EmailTaken
 from auth_service.security import PasswordHasher
+from order_common.db import retry_on_disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+@retry_on_disconnect
 async def register(
     uow: AuthUnitOfWork, hasher: PasswordHasher, *, email: str, password: str
 ) -> User:
@@ -43,6 +45,7 @@ async def register(
     return user
 
 
+@retry_on_disconnect
 async def issue_token(
     uow: AuthUnitOfWork,
     hasher: PasswordHasher,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+from order_common.db import retry_on_disconnect
 from order_common.errors import Conflict, Forbidden, InvalidInput, NotFound
 from order_common.events import EventType, NewOrder, OrderStatusChanged, envelope
 from order_common.orders import (
@@ -67,6 +68,7 @@ def request_hash(data: OrderCreate) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@retry_on_disconnect
 async def create_order(
     uow: OrdersUnitOfWork,
     cache: OrderCache,
@@ -157,6 +159,7 @@ async def purge_expired_idempotency_keys(
             return total
 
 
+@retry_on_disconnect
 async def get_order(
     uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, order_id: uuid.UUID
 ) -> OrderRead:
@@ -174,6 +177,7 @@ async def get_order(
     return found
 
 
+@retry_on_disconnect
 async def change_status(
     uow: OrdersUnitOfWork,
     cache: OrderCache,
@@ -217,6 +221,7 @@ async def change_status(
     return result
 
 
+@retry_on_disconnect
 async def mark_processed(
     uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
 ) -> Processed:
@@ -240,6 +245,7 @@ async def mark_processed(
     return Processed(result, changed)
 
 
+@retry_on_disconnect
 async def list_user_orders(
     uow: OrdersUnitOfWork,
     *,

@@ -3,7 +3,8 @@
 Redis is Celery's broker; RabbitMQ stays the event bus only. A task is acknowledged after it
 ran (``task_acks_late``) and handed back if its worker process dies mid-task
 (``task_reject_on_worker_lost``); if the whole worker dies, Redis gives the task to another
-worker once ``visibility_timeout`` has passed. Each worker process takes one task at a time."""
+worker once ``visibility_timeout`` has passed -- bounded by the task time limit, so seconds,
+not Celery's default hour. Each worker process takes one task at a time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from redis import Redis
 
 from order_common.events import Envelope
 from order_common.telemetry import instrument_redis
+from order_worker.deadletters import broker_redis
 from order_worker.publisher import BusPublisher
 from order_worker.settings import Settings
 
@@ -26,6 +28,7 @@ class WorkerResources:
 
     redis: Redis
     publisher: BusPublisher
+    broker_redis: Redis  # Celery's broker: where failed tasks are dead-lettered
 
     def publish(self, envelope: Envelope[Any]) -> None:
         self.publisher.publish(envelope)
@@ -33,6 +36,7 @@ class WorkerResources:
     def close(self) -> None:
         self.publisher.close()
         self.redis.close()
+        self.broker_redis.close()
 
 
 class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
@@ -56,6 +60,7 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
             self._resources = WorkerResources(
                 redis=redis,
                 publisher=BusPublisher(settings.amqp_url, settings.bus_topology()),
+                broker_redis=broker_redis(settings),
             )
             self._resources_pid = os.getpid()
         return self._resources
@@ -63,7 +68,7 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "visibility_timeout": settings.visibility_timeout_seconds,
+        "visibility_timeout": settings.effective_visibility_timeout,
         # Look for abandoned tasks every `restore_interval_seconds` (kombu's default scans
         # only every 10th interval).
         "unacked_restore_interval": settings.restore_interval_seconds,
@@ -83,6 +88,7 @@ def create_celery(settings: Settings) -> OrderWorkerApp:
         broker_connection_retry_on_startup=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_time_limit=settings.task_time_limit_seconds,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_serializer="json",

@@ -30,22 +30,30 @@ class Settings(ServiceSettings, BusSettings):
     processing_delay_seconds: float = Field(
         default=2.0, ge=0, description="the processing step of an order (0 for benchmarks)"
     )
-    # A task not acked this long after delivery is handed to another worker (its worker is
-    # presumed dead): it must exceed the longest task, retries' waits excluded.
-    visibility_timeout_seconds: int = Field(
-        default=3600, ge=1, description="unacked this long, a task goes to another worker"
+    # A task runs at most this long: Celery kills one that goes on (and it is dead-lettered).
+    # That bound is what lets a dead worker's tasks come back soon: see below.
+    task_time_limit_seconds: int = Field(
+        default=30, ge=1, description="the longest a task may run; beyond it, killed and failed"
     )
-    restore_interval_seconds: int = Field(
-        default=10, ge=1, description="how often a worker looks for abandoned tasks"
-    )
-
     # A task that keeps failing on transient errors (broker, Redis) is retried with
-    # exponential back-off this many times, then logged as failed.
+    # exponential back-off this many times, then dead-lettered (order_worker.deadletters).
     task_max_retries: int = Field(
-        default=10, ge=0, description="retries of a task failing on transient errors"
+        default=20, ge=0, description="retries of a task failing on transient errors"
     )
     task_retry_backoff_max_seconds: int = Field(
-        default=300, ge=1, description="the longest back-off between two retries"
+        default=15, ge=1, description="the longest back-off between two retries"
+    )
+    # A task delivered and not acked this long is handed to another worker: its worker is
+    # presumed dead. Redis counts from the delivery, and a retry waits for its countdown in
+    # the worker that holds it, so it must exceed the longest back-off plus the longest run.
+    visibility_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="unacked this long, a task goes to another worker (default: the time "
+        "limit + the longest retry back-off + 15 s)",
+    )
+    restore_interval_seconds: int = Field(
+        default=5, ge=1, description="how often a worker looks for abandoned tasks"
     )
 
     # The metrics of every prefork child, added up through PROMETHEUS_MULTIPROC_DIR (a fresh
@@ -58,11 +66,26 @@ class Settings(ServiceSettings, BusSettings):
         description="address the metrics port listens on (`0.0.0.0` in a container)",
     )
 
+    @property
+    def effective_visibility_timeout(self) -> int:
+        if self.visibility_timeout_seconds is not None:
+            return self.visibility_timeout_seconds
+        return self.task_time_limit_seconds + self.task_retry_backoff_max_seconds + 15
+
     @model_validator(mode="after")
-    def _visibility_exceeds_processing(self) -> Settings:
-        if self.visibility_timeout_seconds <= self.processing_delay_seconds:
+    def _bounds_fit(self) -> Settings:
+        if self.task_time_limit_seconds <= self.processing_delay_seconds:
             raise ValueError(
-                "visibility_timeout_seconds must exceed processing_delay_seconds, or tasks "
-                "still running are handed to a second worker"
+                "task_time_limit_seconds must exceed processing_delay_seconds, or every task "
+                "is killed before it is done"
+            )
+        if (
+            self.effective_visibility_timeout
+            <= self.task_time_limit_seconds + self.task_retry_backoff_max_seconds
+        ):
+            raise ValueError(
+                "visibility_timeout_seconds must exceed task_time_limit_seconds + "
+                "task_retry_backoff_max_seconds, or tasks still running or waiting for a "
+                "retry are handed to a second worker"
             )
         return self
