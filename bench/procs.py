@@ -17,16 +17,13 @@ import httpx
 from tests.stack import BIN, ROOT
 
 
-def api_workers() -> int:
-    """The worker processes `orders-service serve` runs with this environment."""
-    try:
-        from order_common.serve import worker_count
-    except ImportError:  # before order_common.serve: one uvicorn process per API
-        return 1
+def api_workers(env: dict[str, str]) -> int:
+    """The worker processes `orders-service serve` runs with ``env``."""
+    from order_common.serve import worker_count
     from orders_service.settings import Settings
 
-    workers: int = worker_count(Settings().workers)  # type: ignore[attr-defined, unused-ignore]
-    return workers
+    configured = env.get("ORDERS_WORKERS") or os.environ.get("ORDERS_WORKERS")
+    return worker_count(int(configured) if configured else Settings().workers)
 
 
 @dataclass
@@ -82,12 +79,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def reference_app(
-    env: dict[str, str], port: int, workers: int, log: Path
-) -> AbstractContextManager[Process]:
+def reference_app(env: dict[str, str], port: int, log: Path) -> AbstractContextManager[Process]:
     url = f"http://127.0.0.1:{port}"
     command = [str(BIN / "python"), "-m", "bench.reference", "--port", str(port)]
-    command += ["--workers", str(workers)]
     return started("reference", command, env, f"{url}/hello", log, url)
 
 
@@ -147,6 +141,17 @@ def command_line(pid: int) -> str:
     return " ".join(short)[:160]
 
 
+def label(pid: int) -> str:
+    """The command line, or for a uvicorn worker (a multiprocessing child, whose own command
+    line says nothing) its master's with what the child is."""
+    command = command_line(pid)
+    if "multiprocessing" not in command:
+        return command
+    parent = _parent(pid)
+    kind = "resource tracker" if "resource_tracker" in command else "worker"
+    return f"{command_line(parent) if parent else '?'} [{kind}]"
+
+
 def memory(roots: dict[str, int]) -> list[dict[str, object]]:
     """RSS of every process under each named root process, largest first."""
     rows: list[dict[str, object]] = []
@@ -156,6 +161,6 @@ def memory(roots: dict[str, int]) -> list[dict[str, object]]:
             if rss is None or rss == 0:
                 continue  # gone, or a kernel thread
             rows.append(
-                {"group": group, "pid": pid, "rss_mb": round(rss, 1), "command": command_line(pid)}
+                {"group": group, "pid": pid, "rss_mb": round(rss, 1), "command": label(pid)}
             )
     return sorted(rows, key=lambda row: -float(row["rss_mb"]))  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ service/reference measured in the same run says how much of the machine our code
   bench database migrated like the orders one;
 - ``/login``: one argon2id verification with auth's parameters and one RS256 signature.
 
-Configured by BENCH_REF_* (see ``RefSettings``); ``python -m bench.reference --port N``."""
+Configured by BENCH_REF_* (see ``RefSettings``); served by ``order_common.serve`` with the
+orders service's ORDERS_* server settings: ``python -m bench.reference --port N``."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from auth_service.security import PasswordHasher
 from auth_service.settings import Settings as AuthSettings
 from order_common.jwt import ALGORITHM, REQUIRED_CLAIMS
+from order_common.serve import serve
 from orders_service.models import Order
+from orders_service.settings import Settings as OrdersSettings
 
 PASSWORD = "bench-pass"  # noqa: S105 - the bench users' password, not a secret
 
@@ -188,23 +191,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
-    import uvicorn
-
-    # The server settings of `orders-service serve` / `auth-service serve`.
-    uvicorn.run(
-        "bench.reference:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers if args.workers > 1 else None,
-        proxy_headers=True,
-        log_config=None,
-        server_header=False,
-        access_log=False,
-    )
+    # Served exactly as `orders-service serve` is: the same function, with the orders
+    # settings of this environment (ORDERS_WORKERS, keep-alive, access log).
+    serve("bench.reference:create_app", OrdersSettings(), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

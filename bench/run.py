@@ -171,7 +171,7 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
         env = stack.env
         bench = Bench(profile, stack, workdir)
         bench.sessions["stack"] = stack.supervisor_pid
-        workers = api_workers()
+        workers = api_workers(env)
         print(f"stack up in {time.monotonic() - started:.0f} s; API workers: {workers}", flush=True)
 
         phase("users, orders and the reference app")
@@ -213,7 +213,7 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
             "BENCH_REF_SELECT_ID": str(select_id),
         }
         reference = resources.enter_context(
-            reference_app(ref_env, free_port(), workers, workdir / "reference.log")
+            reference_app(ref_env, free_port(), workdir / "reference.log")
         )
         bench.sessions[REFERENCE] = reference.proc.pid
         bench.reference_url = reference.url

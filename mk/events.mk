@@ -13,13 +13,25 @@ LIMIT ?= 10
 rabbitmq-ui: ## Enable RabbitMQ's management UI (:15672) and Prometheus metrics, if root
 	@bash scripts/rabbitmq_plugins.sh
 
-dlq: install ## Show dead letters (count + first LIMIT messages); QUEUE=<queue> for one queue
-	@for queue in $(or $(QUEUE),$(DLQ_QUEUES)); do \
-		$(BIN)/order-bus dlq show --queue $$queue --limit $(LIMIT) || true; \
+# QUEUE=tasks names the worker's dead-letter list of failed Celery tasks (in Redis, read
+# with the WORKER_* settings; see order_worker.deadletters).
+TASK_DLQ := tasks
+
+dlq: install ## Show dead letters (count + first LIMIT messages): bus queues and failed Celery tasks; QUEUE=<queue> for one
+	@for queue in $(or $(QUEUE),$(DLQ_QUEUES) $(TASK_DLQ)); do \
+		if [ "$$queue" = "$(TASK_DLQ)" ]; then \
+			$(BIN)/order-worker dlq show --limit $(LIMIT) || true; \
+		else \
+			$(BIN)/order-bus dlq show --queue $$queue --limit $(LIMIT) || true; \
+		fi; \
 	done
 
-dlq-redrive: install ## Move a queue's dead letters back: make dlq-redrive QUEUE=<queue>
+dlq-redrive: install ## Move dead letters back: make dlq-redrive QUEUE=<queue> (QUEUE=tasks: failed Celery tasks)
 	@if [ -z "$(QUEUE)" ]; then \
-		echo "usage: make dlq-redrive QUEUE=<queue>   (one of: $(DLQ_QUEUES))"; exit 2; \
+		echo "usage: make dlq-redrive QUEUE=<queue>   (one of: $(DLQ_QUEUES) $(TASK_DLQ))"; exit 2; \
 	fi
-	@$(BIN)/order-bus dlq redrive --queue $(QUEUE)
+	@if [ "$(QUEUE)" = "$(TASK_DLQ)" ]; then \
+		$(BIN)/order-worker dlq redrive; \
+	else \
+		$(BIN)/order-bus dlq redrive --queue $(QUEUE); \
+	fi

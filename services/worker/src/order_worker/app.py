@@ -17,6 +17,7 @@ from redis import Redis
 
 from order_common.events import Envelope
 from order_common.telemetry import instrument_redis
+from order_worker.deadletters import broker_redis
 from order_worker.publisher import BusPublisher
 from order_worker.settings import Settings
 
@@ -27,6 +28,7 @@ class WorkerResources:
 
     redis: Redis
     publisher: BusPublisher
+    broker_redis: Redis  # Celery's broker: where failed tasks are dead-lettered
 
     def publish(self, envelope: Envelope[Any]) -> None:
         self.publisher.publish(envelope)
@@ -34,6 +36,7 @@ class WorkerResources:
     def close(self) -> None:
         self.publisher.close()
         self.redis.close()
+        self.broker_redis.close()
 
 
 class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
@@ -63,6 +66,7 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
                 publisher=BusPublisher(
                     settings.amqp_url.get_secret_value(), settings.bus_topology()
                 ),
+                broker_redis=broker_redis(settings),
             )
             self._resources_pid = os.getpid()
         return self._resources

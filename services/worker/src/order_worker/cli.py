@@ -65,7 +65,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Process orders from the Celery queue. Configured by WORKER_* variables.",
     )
     parser.add_argument("--concurrency", type=int, default=None, help="overrides the setting")
+    groups = parser.add_subparsers(dest="group")
+    dlq = groups.add_parser("dlq", help="the tasks that failed for good (order_worker.deadletters)")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="count and print the first ones (kept)")
+    show.add_argument("--limit", type=int, default=10)
+    move = actions.add_parser("redrive", help="send them again")
+    move.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.group == "dlq":
+        from order_worker import deadletters
+
+        deadletters.main(args.action, args.limit)
+        return
 
     _prepare_metrics_dir()
     from celery import signals

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import amqp.exceptions
 import kombu.exceptions
 import redis.exceptions
+from celery import Task
 
 from order_common.events import EventType, OrderProcessed, envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_worker import deadletters
 
 if TYPE_CHECKING:
     from order_worker.app import OrderWorkerApp
@@ -130,10 +132,36 @@ def process_order(task: Any, order_id: str, event_id: str) -> str:
     return result
 
 
+class DeadLetteringTask(Task):  # type: ignore[misc]  # Celery ships no type hints
+    """A task that fails for good -- retries exhausted, time limit, bad arguments, a bug -- is
+    parked in the dead-letter list with its reason (``order_worker.deadletters``)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        app: OrderWorkerApp = self.app
+        try:
+            deadletters.park(
+                app.resources().broker_redis,
+                app.settings,
+                task=self.name,
+                task_id=task_id,
+                kwargs=dict(kwargs or {}),
+                reason=deadletters.reason_of(exc, TRANSIENT_ERRORS),
+                error=f"{type(exc).__name__}: {exc}",
+                retries=getattr(self.request, "retries", None),
+            )
+        except Exception:
+            logger.exception(
+                "task %s failed and could not be dead-lettered", task_id, extra={"kwargs": kwargs}
+            )
+
+
 def register_tasks(app: OrderWorkerApp) -> None:
     settings = app.settings
     app.task(
         name=PROCESS_ORDER_TASK,
+        base=DeadLetteringTask,
         bind=True,
         autoretry_for=TRANSIENT_ERRORS,
         retry_backoff=True,
