@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ import redis
 from order_common.bus import Topology, delete_exchanges, delete_subscription
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
+from order_common.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -60,12 +60,6 @@ AMQP_URL = SHARED.amqp
 # The bus subscribers of the stack (`{queue_prefix}.{subscriber}.{event_type}` queues) and the
 # event each must be consuming before an order can make the whole trip.
 SUBSCRIPTIONS = {"event-consumer": EventType.NEW_ORDER, "orders": EventType.ORDER_PROCESSED}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -218,7 +212,10 @@ def running_stack(
     run_id = f"e2e_{uuid.uuid4().hex[:10]}"
     env = stack_env(run_id, workdir, services)
     env.update(extra_env or {})
-    full_env = {**os.environ, **env}
+    # Each service makes its own metrics directory; one named by the caller's environment
+    # would be shared (and emptied) by all of them.
+    inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    full_env = {**inherited, **env}
     env_file = workdir / "stack.env"  # the supervisor reads .env by default; use this run's own
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     for service in ("auth-service", "orders-service"):

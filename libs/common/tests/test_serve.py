@@ -27,9 +27,12 @@ def test_the_metrics_directory_is_emptied_of_an_earlier_run(
 def test_a_private_metrics_directory_is_made_when_none_is_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(serve.MULTIPROC_ENV, raising=False)
+    # Empty counts as unset. (setenv, not delenv: prepare_metrics_dir sets the variable, and
+    # only a setenv is undone to "unset" afterwards; a leaked directory would be shared by
+    # every service a later test starts, each emptying the others' files.)
+    monkeypatch.setenv(serve.MULTIPROC_ENV, "")
     first = serve.prepare_metrics_dir()
-    monkeypatch.delenv(serve.MULTIPROC_ENV)
+    monkeypatch.setenv(serve.MULTIPROC_ENV, "")
     second = serve.prepare_metrics_dir()
     assert first != second
     assert Path(first).is_dir()

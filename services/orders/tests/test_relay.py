@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from order_common.bus import connect, declare_exchange
 from order_common.db import build_session_factory
 from order_common.events import EventType
-from order_common.testing import AMQP_URL, eventually, new_order_event
+from order_common.testing import AMQP_URL, eventually, free_port, new_order_event
 from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
@@ -71,12 +70,6 @@ async def outbox_rows(relay_db: AsyncEngine) -> dict[str, dict[str, Any]]:
             text("SELECT id, published_at, attempts, created_at FROM outbox_events")
         )
         return {str(row.id): dict(row._mapping) for row in result}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BrokerSwitch:

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractQueue
 
 from order_common.events import parse_envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.testing import TcpProxy
+from order_common.testing import TcpProxy, free_port
 from order_worker.app import create_celery
 from order_worker.settings import Settings
 
@@ -73,7 +73,9 @@ async def start_worker(
 
     async def start(**overrides: str) -> WorkerProcess:
         """A worker; keyword arguments are settings (``amqp_url="..."``)."""
-        extra = {f"WORKER_{name.upper()}": value for name, value in overrides.items()}
+        # Each its own metrics port: a killed worker's may still be held while the next starts.
+        extra = {"WORKER_METRICS_PORT": str(free_port())}
+        extra |= {f"WORKER_{name.upper()}": value for name, value in overrides.items()}
         process = await asyncio.create_subprocess_exec(
             WORKER,
             env={**env, **extra},

@@ -42,6 +42,13 @@ async def eventually(check: Check, timeout: float = 10.0) -> None:  # noqa: ASYN
         await asyncio.sleep(0.05)
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run_id() -> str:
     """A short id unique to one test run, for the names of its exchange, queues and keys."""
     return uuid.uuid4().hex[:10]
