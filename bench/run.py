@@ -37,7 +37,7 @@ from bench.compare import Comparison, Target, comparison_table, p99, table
 from bench.procs import api_workers, memory, reference_app
 from bench.scenarios import Bench, Profile
 from bench.wrk import Request
-from orders_service.relay import asyncpg_dsn
+from order_common.db import asyncpg_dsn
 from tests.stack import REDIS_URL, free_port, running_stack
 
 UNLIMITED = "1000000000/minute"
