@@ -12,8 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_common.body_limit import BodyLimitMiddleware
+from order_common.http_metrics import SLASH_TWIN, MetricsMiddleware
 from order_common.logging import request_id_var
-from order_common.metrics import SLASH_TWIN, MetricsMiddleware
 from order_common.settings import ApiSettings
 from order_common.telemetry import instrument_app
 

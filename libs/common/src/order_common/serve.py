@@ -9,7 +9,7 @@ environment, configures logging and tracing in that process, and builds the app.
 With more than one worker the Prometheus metrics run in multiprocess mode: each worker writes
 its values to files in a directory private to this run (``PROMETHEUS_MULTIPROC_DIR``, made
 here unless set, emptied first, removed at exit), and ``/metrics`` — whichever worker answers
-it — adds up every worker's (``order_common.metrics.api_metrics_registry``)."""
+it — adds up every worker's (``order_common.http_metrics.api_metrics_registry``)."""
 
 from __future__ import annotations
 
