@@ -21,11 +21,6 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8002)
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        default=None,
-        help="proxies trusted for X-Forwarded-* (default: $FORWARDED_ALLOW_IPS or 127.0.0.1)",
-    )
 
     commands.add_parser(
         "relay",
@@ -63,7 +58,6 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         host=args.host,
         port=args.port,
-        forwarded_allow_ips=args.forwarded_allow_ips,
     )
 
 
