@@ -14,8 +14,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from bench.common import ORDER
+from order_common.db import asyncpg_dsn
 from order_common.dbadmin import drop_database, ensure_database
-from orders_service.relay import asyncpg_dsn
 from tests.stack import BIN, PG, ROOT
 
 ITEMS = ORDER["items"]

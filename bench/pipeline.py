@@ -29,7 +29,7 @@ import asyncpg
 import httpx
 
 from bench.common import ORDER, save_results
-from orders_service.relay import asyncpg_dsn
+from order_common.db import asyncpg_dsn
 from tests.stack import Stack, running_stack
 
 

@@ -38,8 +38,8 @@ from bench.compare import Comparison, Target, comparison_table, median, table
 from bench.procs import api_workers, reference_app, started
 from bench.scenarios import Bench, Profile
 from bench.wrk import Request
+from order_common.db import asyncpg_dsn
 from order_common.testing import free_port
-from orders_service.relay import asyncpg_dsn
 from tests.stack import REDIS_URL, running_stack
 
 UNLIMITED = "1000000000/minute"

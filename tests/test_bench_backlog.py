@@ -14,7 +14,7 @@ import pytest
 
 from bench import data
 from bench.pipeline import Backlog
-from orders_service.relay import asyncpg_dsn
+from order_common.db import asyncpg_dsn
 
 
 @pytest.fixture(scope="module")
