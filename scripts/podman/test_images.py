@@ -303,7 +303,7 @@ def main() -> int:
                 "127.0.0.1",
                 "--port",
                 str(ports["orders"]),
-                env={**orders_env, "FORWARDED_ALLOW_IPS": "127.0.0.1"},
+                env={**orders_env, "ORDERS_FORWARDED_ALLOW_IPS": "127.0.0.1"},
             )
             workers = [
                 containers.run(

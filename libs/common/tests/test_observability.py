@@ -25,7 +25,7 @@ from order_common.health import health_router
 from order_common.http import SlashAgnosticRouter, install_middleware
 from order_common.http_errors import install_error_handlers
 from order_common.logging import JsonFormatter, redact, request_id_var
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
@@ -56,7 +56,7 @@ def app(service: str) -> FastAPI:
     application.include_router(router)
     application.include_router(health_router(dict))
     install_error_handlers(application)
-    install_middleware(application, ServiceSettings(service_name=service, _env_file=None))  # type: ignore[call-arg]
+    install_middleware(application, ApiSettings(service_name=service, _env_file=None))  # type: ignore[call-arg]
     return application
 
 

@@ -30,9 +30,9 @@ from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
 from order_common.testing import AMQP_URL, amqp_connection, delete_topology, run_id
-from orders_service import relay
-from orders_service.consumer import SUBSCRIBER
+from orders_service import events
 from orders_service.main import create_app
+from orders_service.order_processed import SUBSCRIBER
 from orders_service.settings import Settings
 
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -285,7 +285,7 @@ async def relay_settings(
 async def running_relay(settings: Settings) -> AsyncIterator[None]:
     """``orders-service relay`` as a task of the test's event loop."""
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(settings, stop))
+    task = asyncio.create_task(events.run(settings, stop))
     try:
         yield
     finally:

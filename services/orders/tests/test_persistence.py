@@ -9,10 +9,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from order_common.db import asyncpg_dsn
 from orders_service.models import Base
 from orders_service.repository import OUTBOX_CHANNEL, OutboxRepository
 
@@ -57,7 +57,7 @@ async def test_database_constraints_refuse_bad_rows(
 async def test_committed_order_notifies_the_outbox_channel(
     database_url: str, user: User, place_order: PlaceOrder
 ) -> None:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    dsn = asyncpg_dsn(database_url)
     conn = await asyncpg.connect(dsn)
     heard = asyncio.Event()
     await conn.add_listener(OUTBOX_CHANNEL, lambda *_: heard.set())

@@ -136,16 +136,27 @@ def setup_telemetry(service_name: str) -> None:
         )
 
 
-def _instrument_libraries() -> None:
-    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+def _instrumentor(module: str, name: str) -> Any:
+    """The instrumentor ``module.name``, or None when this process's role does not install it
+    (the worker has no httpx or SQLAlchemy: see the extras of order-common)."""
+    import importlib
 
-    for instrumentor in (HTTPXClientInstrumentor(), AioPikaInstrumentor()):
-        if not instrumentor.is_instrumented_by_opentelemetry:
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except ImportError:
+        return None
+
+
+def _instrument_libraries() -> None:
+    for module, name in (
+        ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+        ("opentelemetry.instrumentation.aio_pika", "AioPikaInstrumentor"),
+    ):
+        instrumentor = _instrumentor(module, name)
+        if instrumentor is not None and not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
-    sqlalchemy = SQLAlchemyInstrumentor()
-    if not sqlalchemy.is_instrumented_by_opentelemetry:
+    sqlalchemy = _instrumentor("opentelemetry.instrumentation.sqlalchemy", "SQLAlchemyInstrumentor")
+    if sqlalchemy is not None and not sqlalchemy.is_instrumented_by_opentelemetry:
         # Traces every engine created from now on (see order_common.db). Its declared range
         # stops below SQLAlchemy 2.1, but what it uses (engine events) is unchanged there;
         # tests/observability checks the statement spans.

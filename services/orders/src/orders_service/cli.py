@@ -21,11 +21,6 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8002)
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        default=None,
-        help="proxies trusted for X-Forwarded-* (default: $FORWARDED_ALLOW_IPS or 127.0.0.1)",
-    )
 
     commands.add_parser(
         "relay",
@@ -63,14 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         host=args.host,
         port=args.port,
-        forwarded_allow_ips=args.forwarded_allow_ips,
     )
 
 
 async def _run_relay(settings: Settings) -> None:
     from order_common.metrics import start_metrics_server
     from order_common.telemetry import setup_telemetry
-    from orders_service import relay
+    from orders_service import events
 
     setup_telemetry(f"{settings.service_name}-relay")
     start_metrics_server(settings.relay_metrics_port, settings.relay_metrics_host)
@@ -79,7 +73,7 @@ async def _run_relay(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await relay.run(settings, stop)
+    await events.run(settings, stop)
 
 
 if __name__ == "__main__":

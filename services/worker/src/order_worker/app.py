@@ -74,14 +74,13 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
+        **settings.celery_transport_options(),
         "visibility_timeout": settings.effective_visibility_timeout,
         # Look for abandoned tasks every `restore_interval_seconds` (kombu's default scans
         # only every 10th interval).
         "unacked_restore_interval": settings.restore_interval_seconds,
         "unacked_restore_throttle": 1,
     }
-    if settings.celery_key_prefix:
-        options["global_keyprefix"] = settings.celery_key_prefix
     return options
 
 

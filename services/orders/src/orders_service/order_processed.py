@@ -1,7 +1,8 @@
 """``order_processed`` from the bus, applied through the same use case layer the routes use.
 
-The relay process runs it (``orders_service.relay``); ``order_common.subscriber.Subscriber``
-gives it the retries with back-off and the dead-letter queue."""
+The ``orders-service events`` process runs it (``orders_service.events``);
+``order_common.subscriber.Subscriber`` gives it the retries with back-off and the dead-letter
+queue."""
 
 from __future__ import annotations
 
