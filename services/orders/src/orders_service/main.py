@@ -61,11 +61,9 @@ def create_app(
             max_age=settings.jwks_max_age_seconds,
             cache_size=settings.token_cache_size,
         )
-        app.state.rate_limiter = limiter = RateLimiter(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.redis_key_prefix,
-            timeout=settings.redis_timeout_seconds,
-            enabled=settings.rate_limit_enabled,
+        # The limiter shares the cache's client: GET /orders/{id}/ runs both in one script.
+        app.state.rate_limiter = RateLimiter(
+            redis, key_prefix=settings.redis_key_prefix, enabled=settings.rate_limit_enabled
         )
         app.state.orders_rate_limit = parse_limit(settings.rate_limit_orders)
         try:
@@ -73,7 +71,6 @@ def create_app(
         finally:
             if http_client is None:
                 await http.aclose()
-            await limiter.aclose()
             await redis.aclose()
             await engine.dispose()
 

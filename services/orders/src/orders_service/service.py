@@ -21,7 +21,7 @@ from order_common.orders import (
     OrderStatus,
     transition,
 )
-from orders_service.cache import OrderCache
+from orders_service.cache import CachedOrder, OrderCache
 from orders_service.metrics import IDEMPOTENT_REPLAYS, ORDERS_CREATED, STATUS_CHANGES
 from orders_service.models import Order
 from orders_service.schemas import Cursor, OrderPage
@@ -161,20 +161,26 @@ async def purge_expired_idempotency_keys(
 
 @retry_on_disconnect
 async def get_order(
-    uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, order_id: uuid.UUID
-) -> OrderRead:
-    cached = await cache.get(order_id)
+    uow: OrdersUnitOfWork,
+    cache: OrderCache,
+    *,
+    user_id: int,
+    order_id: uuid.UUID,
+    cached: CachedOrder | None,
+) -> bytes:
+    """The order's JSON body (``order_json``). ``cached`` is its cache entry, which the caller
+    read together with the rate limit (one Redis round trip); None reads the database and
+    fills the cache. The owner check applies to both."""
     if cached is not None:
         if cached.user_id != user_id:
             raise _not_found()
-        return cached
+        return cached.body
     async with uow:
         order = await uow.orders.get_owned(order_id, user_id)
         if order is None:
             raise _not_found()
         found, version = _read(order), order.version
-    await cache.put(found, version)
-    return found
+    return await cache.put(found, version)
 
 
 @retry_on_disconnect

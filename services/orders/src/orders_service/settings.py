@@ -43,7 +43,9 @@ class Settings(ApiSettings, BusSettings):
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
     )
     rate_limit_orders: str = Field(
-        default="300/minute", description="order requests per user (`limits` notation)"
+        default="300/minute",
+        description="order requests per user, all order routes together (`limits` notation): "
+        "a burst of that many, then refilled evenly (GCRA in Redis, shared by replicas)",
     )
 
     list_default_limit: int = Field(
