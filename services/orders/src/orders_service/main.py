@@ -64,6 +64,7 @@ def create_app(
             audience=settings.jwt_audience,
             http=http,
             max_age=settings.jwks_max_age_seconds,
+            cache_size=settings.token_cache_size,
         )
         app.state.rate_limiter = limiter = RateLimiter(
             settings.redis_url.get_secret_value(),
