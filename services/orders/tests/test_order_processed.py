@@ -26,7 +26,7 @@ from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
 from order_common.testing import TcpProxy, eventually
 from orders_service import service
-from orders_service.consumer import SUBSCRIBER
+from orders_service.order_processed import SUBSCRIBER
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -105,7 +105,7 @@ def _handled(caplog: pytest.LogCaptureFixture, order_id: str, what: str) -> int:
     return sum(
         1
         for record in caplog.records
-        if record.name == "orders_service.consumer"
+        if record.name == "orders_service.order_processed"
         and what in record.getMessage()
         and order_id in record.getMessage()
     )

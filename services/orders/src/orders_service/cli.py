@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _run_relay(settings: Settings) -> None:
     from order_common.metrics import start_metrics_server
     from order_common.telemetry import setup_telemetry
-    from orders_service import relay
+    from orders_service import events
 
     setup_telemetry(f"{settings.service_name}-relay")
     start_metrics_server(settings.relay_metrics_port, settings.relay_metrics_host)
@@ -73,7 +73,7 @@ async def _run_relay(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await relay.run(settings, stop)
+    await events.run(settings, stop)
 
 
 if __name__ == "__main__":

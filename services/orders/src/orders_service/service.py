@@ -1,6 +1,6 @@
 """The orders use cases. They know nothing of HTTP: they take plain arguments and a unit of
 work and raise ``order_common.errors`` that carry their status code. The routes call them, and
-so does the event consumer that applies ``order_processed`` (``orders_service.consumer``)."""
+so does the event consumer that applies ``order_processed`` (``orders_service.order_processed``)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,14 @@ class Settings(ApiSettings, BusSettings):
         "fetches them at once), so a key auth no longer publishes stops verifying",
     )
 
+    token_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="verified tokens remembered per process, so a repeated token skips the "
+        "RS256 check: an entry never outlives its token's `exp` and all are dropped when "
+        "the signing keys change; 0 turns it off",
+    )
+
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
     )

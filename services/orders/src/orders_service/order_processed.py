@@ -1,28 +1,46 @@
 """``order_processed`` from the bus, applied through the same use case layer the routes use.
 
-The relay process runs it (``orders_service.relay``); ``order_common.subscriber.Subscriber``
-gives it the retries with back-off and the dead-letter queue."""
+The ``orders-service events`` process runs it (``orders_service.events``);
+``order_common.subscriber.Subscriber`` gives it the retries with back-off and the dead-letter
+queue."""
 
 from __future__ import annotations
 
 import logging
 
+from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_common.bus import RejectMessage
 from order_common.errors import NotFound
-from order_common.events import OrderProcessed
-from order_common.subscriber import Delivery, Handled
+from order_common.events import EventType, OrderProcessed
+from order_common.subscriber import Delivery, Handled, Subscriber
 from order_common.telemetry import exemplar
 from orders_service import service
 from orders_service.cache import OrderCache
 from orders_service.metrics import PROCESSING_LAG
+from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
 logger = logging.getLogger(__name__)
 
 # The orders service's queues are `{prefix}.orders.{event_type}`.
 SUBSCRIBER = "orders"
+
+
+def order_processed_subscriber(
+    connection: AbstractConnection, settings: Settings, handler: OrderProcessedHandler
+) -> Subscriber:
+    return Subscriber(
+        connection,
+        settings.bus_topology(),
+        SUBSCRIBER,
+        EventType.ORDER_PROCESSED,
+        handler,
+        retry=settings.bus_retry_policy(),
+        outage_retry=settings.bus_outage_retry_policy(),
+        delivery_limit=settings.bus_delivery_limit,
+    )
 
 
 class OrderProcessedHandler:
