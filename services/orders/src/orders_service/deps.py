@@ -36,7 +36,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_uow(request: Request) -> OrdersUnitOfWork:
-    return OrdersUnitOfWork(request.app.state.session_factory)
+    return OrdersUnitOfWork(
+        request.app.state.session_factory,
+        on_outbox_commit=request.app.state.outbox_notifier.notify,
+    )
 
 
 UoW = Annotated[OrdersUnitOfWork, Depends(get_uow)]

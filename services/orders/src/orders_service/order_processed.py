@@ -8,22 +8,39 @@ from __future__ import annotations
 
 import logging
 
+from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_common.bus import RejectMessage
 from order_common.errors import NotFound
-from order_common.events import OrderProcessed
-from order_common.subscriber import Delivery, Handled
+from order_common.events import EventType, OrderProcessed
+from order_common.subscriber import Delivery, Handled, Subscriber
 from order_common.telemetry import exemplar
 from orders_service import service
 from orders_service.cache import OrderCache
 from orders_service.metrics import PROCESSING_LAG
+from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
 logger = logging.getLogger(__name__)
 
 # The orders service's queues are `{prefix}.orders.{event_type}`.
 SUBSCRIBER = "orders"
+
+
+def order_processed_subscriber(
+    connection: AbstractConnection, settings: Settings, handler: OrderProcessedHandler
+) -> Subscriber:
+    return Subscriber(
+        connection,
+        settings.bus_topology(),
+        SUBSCRIBER,
+        EventType.ORDER_PROCESSED,
+        handler,
+        retry=settings.bus_retry_policy(),
+        outage_retry=settings.bus_outage_retry_policy(),
+        delivery_limit=settings.bus_delivery_limit,
+    )
 
 
 class OrderProcessedHandler:

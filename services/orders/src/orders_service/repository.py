@@ -15,7 +15,8 @@ from order_common.events import Envelope
 from order_common.telemetry import inject_headers
 from orders_service.models import IdempotencyKey, Order, OutboxEvent
 
-# Relays LISTEN here; the NOTIFY is sent only when the writing transaction commits.
+# Relays LISTEN here. The API NOTIFYs it after a commit that wrote outbox rows, outside the
+# transaction (orders_service.notifier).
 OUTBOX_CHANNEL = "orders_outbox"
 
 
@@ -117,6 +118,7 @@ class IdempotencyKeyRepository:
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self.added = 0  # rows added in this unit of work, not yet committed
 
     async def add(
         self, event: Envelope[Any], *, headers: dict[str, str] | None = None
@@ -131,8 +133,7 @@ class OutboxRepository:
             created_at=event.occurred_at,
         )
         self.session.add(row)
-        # An empty payload lets PostgreSQL fold the notifications of one transaction into one.
-        await self.session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+        self.added += 1
         return row
 
     async def backlog(self) -> tuple[int, datetime | None]:
