@@ -82,9 +82,10 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     assert not again.changed
     assert again.order.processed_at == first_at
     assert await version_of(db, order["id"]) == 2
-    cached = json.loads(redis_client.get(cache.key(first.order.id)) or b"{}")
-    assert cached["version"] == 2
-    assert datetime.fromisoformat(cached["processed_at"]) == first_at
+    entry = await cache.get_entry(first.order.id)
+    assert entry is not None
+    assert entry.version == 2
+    assert datetime.fromisoformat(json.loads(entry.body)["processed_at"]) == first_at
 
     fetched = (await client.get(f"/orders/{order['id']}/", headers=user.headers)).json()
     assert datetime.fromisoformat(fetched["processed_at"]) == first_at
