@@ -183,7 +183,7 @@ def test_observability_overlay_turns_telemetry_on(
         assert overlay["OTEL_SERVICE_NAME"] == env["OTEL_SERVICE_NAME"], name
 
 
-PROMETHEUS_DIR = support.ROOT / "prometheus"
+PROMETHEUS_DIR = support.ROOT / "observability" / "prometheus"
 # job -> (compose service, port): what the rules and dashboards select on, and who serves it.
 SCRAPED = {
     "auth": ("auth", 8001),
@@ -208,11 +208,12 @@ def test_prometheus_runs_the_repository_config_and_rules(stack: dict[str, Any]) 
     assert "--config.file=/etc/prometheus/compose.yml" in prometheus["command"]
     assert "--enable-feature=exemplar-storage" in prometheus["command"]
     config = yaml.safe_load((PROMETHEUS_DIR / "compose.yml").read_text())
-    # Relative to the config file: /etc/prometheus/rules/*.yml, i.e. prometheus/rules/.
+    # Relative to the config file: /etc/prometheus/rules/*.yml, i.e.
+    # observability/prometheus/rules/.
     assert config["rule_files"] == ["rules/*.yml"]
     assert list(PROMETHEUS_DIR.glob("rules/*.yml"))
     # The compose copy the repository config replaced is gone.
-    assert not (support.ROOT / "compose" / "observability" / "prometheus.yml").exists()
+    assert not (support.ROOT / "observability" / "prometheus.yml").exists()
 
 
 def test_prometheus_targets_are_the_compose_services(stack: dict[str, Any]) -> None:
@@ -251,7 +252,7 @@ def test_metrics_ports_listen_on_the_compose_network(core: dict[str, Any]) -> No
 def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
     stack: dict[str, Any],
 ) -> None:
-    provisioning = support.ROOT / "compose" / "observability" / "grafana" / "provisioning"
+    provisioning = support.ROOT / "observability" / "grafana" / "provisioning"
     sources = yaml.safe_load((provisioning / "datasources" / "datasources.yaml").read_text())
     by_type = {s["type"]: s for s in sources["datasources"]}
     assert by_type["jaeger"]["uid"] == "jaeger"
@@ -261,7 +262,7 @@ def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
     providers = yaml.safe_load((provisioning / "dashboards" / "dashboards.yaml").read_text())
     path = providers["providers"][0]["options"]["path"]
     grafana = mounts(stack["services"]["grafana"])
-    assert grafana[path] == str(support.ROOT / "dashboards")
+    assert grafana[path] == str(support.ROOT / "observability" / "dashboards")
 
 
 def test_prometheus_config_is_valid() -> None:

@@ -423,10 +423,11 @@ def test_ingress_fallback_and_optional_nginx_gateway(rendered: dict[str, list[di
 
 
 # --- monitoring -----------------------------------------------------------------------------------
-# The job names the alert rules and the dashboards select on (prometheus/prometheus.yml).
+# The job names the alert rules and the dashboards select on
+# (observability/prometheus/prometheus.yml).
 JOBS = {"auth", "orders", "orders-relay", "event-consumer", "worker"}
 METRICS_PORTS = {"orders-relay": 9101, "event-consumer": 9102, "worker": 9103}
-RULES = support.ROOT / "prometheus" / "rules" / "order-platform.yml"
+RULES = support.ROOT / "observability" / "prometheus" / "rules" / "order-platform.yml"
 
 
 def test_service_monitor_scrapes_all_five_jobs(rendered: dict[str, list[dict]]) -> None:
@@ -540,7 +541,9 @@ def test_prometheus_rule_carries_the_repository_rules(rendered: dict[str, list[d
 
 def test_repository_rules_are_in_the_chart() -> None:
     in_chart = support.CHART / "rules" / RULES.name
-    assert in_chart.is_file(), "link them: ln -s ../../prometheus/rules helm/order-platform/rules"
+    assert in_chart.is_file(), (
+        "link them: ln -s ../../observability/prometheus/rules helm/order-platform/rules"
+    )
     assert in_chart.read_text() == RULES.read_text()
 
 
@@ -580,10 +583,12 @@ def test_each_dashboard_becomes_a_sidecar_configmap(helm: Any, chart_copy: Path)
 
 def test_repository_dashboards_are_in_the_chart() -> None:
     """The chart ships the same dashboards as the repository root."""
-    source = support.ROOT / "dashboards"
+    source = support.ROOT / "observability" / "dashboards"
     assert source.is_dir(), "dashboards/ is missing at the repository root"
     in_chart = support.CHART / "dashboards"
-    assert in_chart.is_dir(), "link them: ln -s ../../dashboards helm/order-platform/dashboards"
+    assert in_chart.is_dir(), (
+        "link them: ln -s ../../observability/dashboards helm/order-platform/dashboards"
+    )
     assert {p.name for p in source.glob("*.json")} <= {p.name for p in in_chart.glob("*.json")}
 
 

@@ -16,11 +16,11 @@ import yaml
 
 from tests.stack import ROOT
 
-PROMETHEUS = ROOT / "prometheus"
+PROMETHEUS = ROOT / "observability" / "prometheus"
 CONFIGS = [PROMETHEUS / "prometheus.yml", PROMETHEUS / "compose.yml"]
 RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
-DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+DASHBOARDS = sorted((ROOT / "observability" / "dashboards").glob("*.json"))
 JOBS = {"auth", "orders", "orders-relay", "event-consumer", "worker", "rabbitmq", "rabbitmq-queues"}
 
 

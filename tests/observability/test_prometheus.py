@@ -23,7 +23,7 @@ from tests.stack import ROOT, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 
-DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+DASHBOARDS = sorted((ROOT / "observability" / "dashboards").glob("*.json"))
 KUBERNETES_ONLY = "[kubernetes-only]"
 # What Grafana puts in place of its built-in variables when it runs a query.
 GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
