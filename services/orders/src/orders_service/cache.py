@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -32,6 +33,10 @@ _ENTRY = re.compile(rb"o1 (\d{1,19}) (\d{1,19}) (\{.*\})\Z", re.S)
 def order_json(order: OrderRead) -> bytes:
     """The order as the API answers it, byte for byte."""
     return _ORDER.dump_json(order, by_alias=True)
+
+
+def _entry_value(version: int, user_id: int, body: bytes) -> bytes:
+    return b"o1 %d %d %s" % (version, user_id, body)
 
 
 # Store the entry unless the cached one has a higher version. Writers finish in any order
@@ -130,7 +135,7 @@ class OrderCache:
         """Cache ``order`` as of row ``version``; an entry of a later version is kept. Returns
         the order's body (``order_json``), for a caller that answers with it."""
         body = order_json(order)
-        value = b"o1 %d %d %s" % (version, order.user_id, body)
+        value = _entry_value(version, order.user_id, body)
         try:
             stored = await self._store(
                 keys=[self.key(order.id)], args=[value, version, self._ttl_seconds]
@@ -140,6 +145,31 @@ class OrderCache:
             return body
         CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
         return body
+
+    async def put_many(self, entries: Sequence[tuple[OrderRead, int]]) -> None:
+        """``put`` for each (order, version), in one round trip."""
+        if not entries:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for order, version in entries:
+                    value = _entry_value(version, order.user_id, order_json(order))
+                    await self._store(
+                        keys=[self.key(order.id)],
+                        args=[value, version, self._ttl_seconds],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except _FAILURES as exc:
+            CACHE_OPERATIONS.labels(op="put", result="error").inc(len(entries))
+            logger.warning(
+                "order cache unavailable for %d entries, using the database",
+                len(entries),
+                extra={"op": "put", "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        for stored in results:
+            CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
 
     def _failed(self, op: str, order_id: uuid.UUID, exc: BaseException) -> None:
         CACHE_OPERATIONS.labels(op=op, result="error").inc()
