@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -80,6 +81,31 @@ class OrderCache:
             self._failed("put", order.id, exc)
             return
         CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
+
+    async def put_many(self, entries: Sequence[tuple[OrderRead, int]]) -> None:
+        """``put`` for each (order, version), in one round trip."""
+        if not entries:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for order, version in entries:
+                    value = json.dumps({**order.model_dump(mode="json"), "version": version})
+                    await self._store(
+                        keys=[self.key(order.id)],
+                        args=[value, version, self._ttl_seconds],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except _FAILURES as exc:
+            CACHE_OPERATIONS.labels(op="put", result="error").inc(len(entries))
+            logger.warning(
+                "order cache unavailable for %d entries, using the database",
+                len(entries),
+                extra={"op": "put", "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        for stored in results:
+            CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
 
     def _failed(self, op: str, order_id: uuid.UUID, exc: BaseException) -> None:
         CACHE_OPERATIONS.labels(op=op, result="error").inc()

@@ -64,6 +64,13 @@ class Settings(ApiSettings, BusSettings):
         description="relay: outbox events claimed (FOR UPDATE SKIP LOCKED) and published "
         "per transaction",
     )
+    order_processed_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=1_000,
+        description="events: `order_processed` reports in hand at once (the queue's prefetch), "
+        "applied in one transaction and acked together",
+    )
     outbox_retention_hours: float = Field(
         default=24.0,
         gt=0,
