@@ -10,7 +10,7 @@ DEV_KEY := .dev/jwt-keys
 # Further targets (deployment, benchmarks, ...) live in mk/*.mk, one file per concern.
 -include mk/*.mk
 
-.PHONY: help env uv install services nginx dev-key rotate-key migrate run test test-unit lint format typecheck
+.PHONY: help env uv install services nginx dev-key rotate-key migrate run test test-unit lint test-roles format typecheck
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ lint: install ## ruff (lint + format check) and mypy
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+
+test-roles: uv ## Install each service alone (as its image does) and import all of it
+	@UV="$(UV)" $(BIN)/python scripts/check_roles.py
 
 format: install ## Apply ruff's formatting and autofixes
 	@$(BIN)/ruff format .

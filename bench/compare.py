@@ -49,15 +49,19 @@ class Comparison:
     rounds: list[dict[str, Measurement]] = field(default_factory=list)
     note: str = ""
     seconds: float = 0.0  # wall time of all its rounds
+    # What the ratio compares: req/s (scenario / reference, higher is better) unless said
+    # otherwise (the login storm compares p99 latencies).
+    metric: Metric = throughput
 
-    def ratios(self, reference: str, metric: Metric = throughput) -> list[float]:
+    def ratios(self, reference: str, metric: Metric | None = None) -> list[float]:
+        metric = metric or self.metric
         out = []
         for round_ in self.rounds:
             base = metric(round_[reference])
             out.append(metric(round_[SCENARIO]) / base if base else float("nan"))
         return out
 
-    def ratio(self, reference: str | None = None, metric: Metric = throughput) -> float:
+    def ratio(self, reference: str | None = None, metric: Metric | None = None) -> float:
         return median(self.ratios(reference or self.references[0], metric))
 
     @property
@@ -79,6 +83,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {
             "references": self.references,
+            "ratio_of": self.metric.__name__,
             "ratios": {ref: self.ratios(ref) for ref in self.references},
             "ratio": {ref: self.ratio(ref) for ref in self.references},
             "median_rps": {
@@ -104,9 +109,10 @@ def alternate(
     scenario: Callable[[], Measurement],
     references: Mapping[str, Callable[[], Measurement]],
     rounds: int,
+    metric: Metric = throughput,
 ) -> Comparison:
     """Run ``scenario`` and each reference in turn, ``rounds`` times (A B A B ...)."""
-    comparison = Comparison(name, list(references))
+    comparison = Comparison(name, list(references), metric=metric)
     started = time.monotonic()
     for _ in range(rounds):
         measured = {SCENARIO: scenario()}
@@ -164,7 +170,8 @@ def table(targets: list[Target]) -> str:
 
 def comparison_table(comparisons: list[Comparison], *, header: bool = True) -> str:
     """Per scenario: its median req/s and p99, then one line per reference with the
-    reference's median req/s and the median of the per-round ratios."""
+    reference's median req/s and the median of the per-round ratios (of req/s, or of p99
+    where the comparison is on latency: marked "p99")."""
     lines = []
     if header:
         lines.append(
@@ -179,7 +186,8 @@ def comparison_table(comparisons: list[Comparison], *, header: bool = True) -> s
                 if i == 0
                 else " " * 82
             )
+            of = "" if c.metric is throughput else f" {c.metric.__name__}"
             lines.append(
-                f"{own}  {ref:>14} {c.median_of(ref, throughput):7.0f} {c.ratio(ref):6.2f}"
+                f"{own}  {ref:>14} {c.median_of(ref, throughput):7.0f} {c.ratio(ref):6.2f}{of}"
             )
     return "\n".join(lines)

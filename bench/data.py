@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
 from bench.common import ORDER
+from order_common.db import asyncpg_dsn
 from order_common.dbadmin import drop_database, ensure_database
-from orders_service.relay import asyncpg_dsn
 from tests.stack import BIN, PG, ROOT
 
 ITEMS = ORDER["items"]
@@ -42,6 +43,22 @@ def migrate(database_url: str) -> None:
 
 def drop(database_url: str) -> None:
     asyncio.run(drop_database(database_url))
+
+
+def clone(template_url: str, database_url: str) -> None:
+    """A copy of a migrated database (``CREATE DATABASE ... TEMPLATE``): a file copy, where
+    running the migrations again costs a Python start and Alembic each time (~4 s)."""
+
+    async def create() -> None:
+        admin = make_url(template_url).set(drivername="postgresql", database="postgres")
+        template, name = make_url(template_url).database, make_url(database_url).database
+        connection = await asyncpg.connect(admin.render_as_string(hide_password=False))
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
 
 
 _INSERT = """

@@ -29,7 +29,7 @@ import asyncpg
 import httpx
 
 from bench.common import ORDER, save_results
-from orders_service.relay import asyncpg_dsn
+from order_common.db import asyncpg_dsn
 from tests.stack import Stack, running_stack
 
 
@@ -75,7 +75,7 @@ def _applied_at(logs: str) -> dict[str, float]:
     return applied
 
 
-def _summary(values_ms: list[float]) -> dict[str, float]:
+def latency_summary(values_ms: list[float]) -> dict[str, float]:
     if not values_ms:
         return {"count": 0}
     ordered = sorted(values_ms)
@@ -133,11 +133,11 @@ async def measure(stack: Stack, rate: float, seconds: float, wait: float) -> dic
         "rate_per_s": total / elapsed,
         "post_errors": errors,
         "unprocessed": len(sent) - len(processed),
-        "post": _summary(post_ms),
-        "processed": _summary(
+        "post": latency_summary(post_ms),
+        "processed": latency_summary(
             [(processed[i].timestamp() - sent[i]) * 1000 for i in sent if i in processed]
         ),
-        "visible": _summary([(applied[i] - sent[i]) * 1000 for i in sent if i in applied]),
+        "visible": latency_summary([(applied[i] - sent[i]) * 1000 for i in sent if i in applied]),
     }
 
 
@@ -215,8 +215,15 @@ class BacklogSampler:
     def __init__(self, dsn: str, since: datetime, interval: float = 1.0) -> None:
         self.dsn, self.since, self.interval = dsn, since, interval
         self.samples: list[tuple[float, int]] = []
+        self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
 
     async def _run(self) -> None:
         connection = await asyncpg.connect(self.dsn)
@@ -236,39 +243,58 @@ class BacklogSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        # No samples would read as a flat backlog, "sustained": a failed count is no answer.
+        if self.error is not None:
+            raise RuntimeError("counting the backlog failed") from self.error
 
 
-def backlog_now(dsn: str, since: datetime) -> int:
-    async def count() -> int:
-        connection = await asyncpg.connect(dsn)
+class Backlog:
+    """The orders created since a moment that are not processed yet, counted over one
+    connection kept for the whole run: a drain wait polls twice a second for up to two
+    minutes, and a connection per poll can take the server's last free slots (asyncpg's
+    TooManyConnectionsError) on a box where other stacks run too."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._runner = asyncio.Runner()
+        self._connection: asyncpg.Connection | None = None
+
+    def __enter__(self) -> Backlog:
+        self._connection = self._runner.run(asyncpg.connect(self.dsn))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            return int(await connection.fetchval(_BACKLOG, since))
+            if self._connection is not None:
+                self._runner.run(self._connection.close())
         finally:
-            await connection.close()
+            self._connection = None
+            self._runner.close()
 
-    return asyncio.run(count())
+    def count(self, since: datetime) -> int:
+        if self._connection is None:
+            raise RuntimeError("Backlog is used as a context manager")
+        return int(self._runner.run(self._connection.fetchval(_BACKLOG, since)))
 
-
-def wait_drained(dsn: str, since: datetime, timeout: float = 120.0) -> float:
-    """Until every order created since ``since`` is processed; the seconds it took."""
-    start = time.monotonic()
-    while backlog_now(dsn, since) > 0:
-        if time.monotonic() - start > timeout:
-            break
-        time.sleep(0.5)
-    return time.monotonic() - start
+    def wait_drained(self, since: datetime, timeout: float = 120.0) -> float:
+        """Until every order created since ``since`` is processed (or ``timeout``); the
+        seconds it took."""
+        start = time.monotonic()
+        while self.count(since) > 0 and time.monotonic() - start <= timeout:
+            time.sleep(0.5)
+        return time.monotonic() - start
 
 
 def step(
-    load: Callable[[float, float], Any], dsn: str, rate: float, seconds: float
+    load: Callable[[float, float], Any], backlog: Backlog, rate: float, seconds: float
 ) -> dict[str, Any]:
     """``rate`` orders/s for ``seconds`` (``load(rate, seconds)`` runs wrk and answers its
     result); whether the pipeline kept up."""
     since = datetime.now(UTC)
-    with BacklogSampler(dsn, since) as sampler:
+    with BacklogSampler(backlog.dsn, since) as sampler:
         result = load(rate, seconds)
     slope = backlog_slope(sampler.samples)
-    drain = wait_drained(dsn, since)
+    drain = backlog.wait_drained(since)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -283,19 +309,31 @@ def step(
     }
 
 
+def refined_rate(kept: list[float], failed: float, step: float = 25.0) -> float | None:
+    """The rate halfway between the best sustained one (0 if none) and the first that fell
+    behind, to the nearest ``step`` below: the steps are 100 orders/s apart, the figure
+    should not be off by that much. None when the gap is already one step or less."""
+    best = max(kept, default=0.0)
+    middle = (best + failed) / 2 // step * step
+    return middle if best < middle < failed else None
+
+
 def highest_sustained(
     load: Callable[[float, float], Any],
-    dsn: str,
+    backlog: Backlog,
     rates: tuple[int, ...],
     probe_seconds: float,
     confirm_seconds: float,
 ) -> dict[str, Any]:
-    """Step the rate up until the backlog grows; then hold the best rate for
-    ``confirm_seconds`` (stepping down once if it does not hold)."""
+    """Step the rate up until the backlog grows, probe once halfway back; then hold the best
+    rate for ``confirm_seconds`` (the next lower one if it does not hold)."""
     probes: list[dict[str, Any]] = []
     for rate in rates:
-        probes.append(step(load, dsn, rate, probe_seconds))
+        probes.append(step(load, backlog, rate, probe_seconds))
         if not probes[-1]["sustained"]:
+            middle = refined_rate([p["rate"] for p in probes if p["sustained"]], rate)
+            if middle is not None:
+                probes.append(step(load, backlog, middle, probe_seconds))
             break
     kept = [p["rate"] for p in probes if p["sustained"]]
     confirms: list[dict[str, Any]] = []
@@ -304,14 +342,15 @@ def highest_sustained(
         if confirm_seconds <= 0:
             best = rate
             break
-        confirms.append(step(load, dsn, rate, confirm_seconds))
+        confirms.append(step(load, backlog, rate, confirm_seconds))
         if confirms[-1]["sustained"]:
             best = rate
             break
     return {
         "sustained_rate": best,
+        "confirm_seconds": confirm_seconds,
         "failed": sum(p["failed"] for p in probes + confirms),
-        "top_of_range": bool(kept) and kept[-1] == rates[-1],
+        "top_of_range": bool(kept) and max(kept) == rates[-1],
         "probes": probes,
         "confirms": confirms,
     }

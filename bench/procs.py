@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,40 +32,79 @@ class Process:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    ready_url: str = ""
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+@dataclass(frozen=True)
+class Spec:
+    """A process to start: ``url`` is where it serves, ``ready_url`` answers once it does."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    url: str
+    ready_url: str
+    log: Path
+
+
+# A uvicorn master spawning its workers on a box where other work runs: a minute is not enough.
+READY_TIMEOUT = 180.0
+
+
+def _wait_http(process: Process, timeout: float = READY_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
+    log = process.log
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        if process.proc.poll() is not None:
+            raise RuntimeError(
+                f"{process.name} exited early:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if httpx.get(process.ready_url, timeout=2).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer:\n{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"{process.name} did not answer {process.ready_url}:\n"
+        f"{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
-@contextmanager
-def started(
-    name: str, command: list[str], env: dict[str, str], ready_url: str, log: Path, url: str
-) -> Iterator[Process]:
-    with log.open("wb") as out:
+def _launch(spec: Spec) -> Process:
+    with spec.log.open("wb") as out:
         proc = subprocess.Popen(
-            command,
+            spec.command,
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, **spec.env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return Process(spec.name, proc, spec.url, spec.log, spec.ready_url)
+
+
+@contextmanager
+def started(
+    *specs: Spec, on_stop: Callable[[Process], None] | None = None
+) -> Iterator[list[Process]]:
+    """Start every process at once (their imports and worker spawns overlap), wait until each
+    answers, stop them all on the way out; ``on_stop`` sees each one just before it stops (its
+    memory is read there)."""
+    processes: list[Process] = []
     try:
-        _wait_http(ready_url, proc, log)
-        yield Process(name, proc, url, log)
+        for spec in specs:
+            processes.append(_launch(spec))
+        for process in processes:
+            _wait_http(process)
+        yield processes
     finally:
-        stop(proc)
+        for process in processes:
+            try:
+                if on_stop is not None and process.proc.poll() is None:
+                    on_stop(process)
+            finally:
+                stop(process.proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -79,18 +118,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def reference_app(env: dict[str, str], port: int, log: Path) -> AbstractContextManager[Process]:
+def reference_app(env: dict[str, str], port: int, log: Path) -> Spec:
     url = f"http://127.0.0.1:{port}"
     command = [str(BIN / "python"), "-m", "bench.reference", "--port", str(port)]
-    return started("reference", command, env, f"{url}/hello", log, url)
+    return Spec("reference app", command, env, url, f"{url}/hello", log)
 
 
-def orders_api(
-    name: str, env: dict[str, str], port: int, log: Path
-) -> AbstractContextManager[Process]:
+def orders_api(name: str, env: dict[str, str], port: int, log: Path) -> Spec:
     url = f"http://127.0.0.1:{port}"
     command = [str(BIN / "orders-service"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return started(name, command, env, f"{url}/healthz", log, url)
+    return Spec(name, command, env, url, f"{url}/healthz", log)
 
 
 # --- memory ---------------------------------------------------------------------------------

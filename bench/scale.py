@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +21,11 @@ from auth_service.keys import load_signing_key
 from auth_service.settings import Settings as AuthSettings
 from bench import data
 from bench.compare import Comparison, Measurement, alternate
-from bench.procs import orders_api
+from bench.procs import orders_api, started
 from bench.scenarios import Bench, flush_prefix
 from bench.wrk import Request
 from order_common.jwt import ALGORITHM
-from tests.stack import free_port
+from order_common.testing import free_port
 
 READERS = 200  # filler users whose tokens the readers hold
 
@@ -34,10 +34,10 @@ READERS = 200  # filler users whose tokens the readers hold
 class Table:
     rows: int
     url: str
-    api_url: str
     prefix: str
     tokens: dict[int, str]
     pool: list[Request]  # GETs of orders spread over the table
+    api_url: str = ""  # while its API serves (``serving``)
 
     @property
     def label(self) -> str:
@@ -64,11 +64,13 @@ def _minter(bench: Bench) -> Callable[[int], str]:
     return mint
 
 
-def prepare(bench: Bench, rows: int, resources: ExitStack) -> Table:
+def prepare(bench: Bench, rows: int, template: str, resources: ExitStack) -> Table:
+    """A bench database of ``rows`` orders, copied from the migrated ``template`` and
+    bulk-loaded, with tokens of its readers and a pool of GETs over it."""
     run_id = bench.stack.run_id
     url = data.bench_database_url(f"bench_{run_id}_{rows}")
+    data.clone(template, url)
     resources.callback(data.drop, url)
-    data.migrate(url)
     table = data.scale_table(rows)
     data.load_scale(url, table)
     mint = _minter(bench)
@@ -77,17 +79,37 @@ def prepare(bench: Bench, rows: int, resources: ExitStack) -> Table:
         readers.append(data.HEAVY_USER)
     tokens = {user: mint(user) for user in readers}
     sample = data.sample_orders(url, readers[:READERS], bench.profile.scale_pool)
-    prefix = f"test:{run_id}:scale{rows}"
-    port = free_port()
-    env = {**bench.stack.env, "ORDERS_DATABASE_URL": url, "ORDERS_REDIS_KEY_PREFIX": prefix}
-    log = bench.workdir / f"orders-{rows}.log"
-    api = resources.enter_context(orders_api(f"orders over {rows:,} rows", env, port, log))
-    bench.sessions[api.name] = api.proc.pid
     pool = [Request("GET", f"/orders/{oid}/", tokens[uid]) for oid, uid in sample]
-    return Table(rows, url, api.url, prefix, tokens, pool)
+    return Table(rows, url, f"test:{run_id}:scale{rows}", tokens, pool)
 
 
-def comparisons(bench: Bench, small: Table, big: Table) -> Iterator[Comparison]:
+@contextmanager
+def serving(bench: Bench, *tables: Table) -> Iterator[None]:
+    """An `orders-service serve` per table (the stack's settings and worker count, its own
+    database and Redis prefix), all started at once; each one's memory is read before it
+    stops. Only the sizes being compared run, so their connection pools (up to pool size +
+    overflow per worker) never add up past the server's ``max_connections``."""
+    specs = []
+    for table in tables:
+        env = {
+            **bench.stack.env,
+            "ORDERS_DATABASE_URL": table.url,
+            "ORDERS_REDIS_KEY_PREFIX": table.prefix,
+        }
+        log = bench.workdir / f"orders-{table.rows}.log"
+        specs.append(orders_api(f"orders over {table.label}", env, free_port(), log))
+    with started(*specs, on_stop=bench.stopping) as processes:
+        for table, process in zip(tables, processes, strict=True):
+            table.api_url = process.url
+        try:
+            yield
+        finally:
+            for table in tables:
+                table.api_url = ""
+
+
+def comparisons(bench: Bench, small: Table, big: Table) -> Iterator[Callable[[], Comparison]]:
+    """Each comparison as a thunk (see ``Bench.api_scenarios``); both tables' APIs serve."""
     rounds = bench.profile.rounds
     label = f"{big.label} vs {small.label}"
 
@@ -102,39 +124,34 @@ def comparisons(bench: Bench, small: Table, big: Table) -> Iterator[Comparison]:
         path = f"/orders/user/{user}/"
         return bench.load(table.api_url, [Request("GET", path, table.tokens[user])])
 
-    for table in (small, big):
-        bench.load(table.api_url, table.pool, mode="walk", seconds=120)  # warm the cache
-    yield (
-        alternate(
+    def cached_get() -> Comparison:
+        for table in (small, big):
+            bench.load(table.api_url, table.pool, mode="walk", seconds=120)  # warm the cache
+        return alternate(
             f"scale: cached GET, {label}",
             lambda: cached(big),
             {small.label: lambda: cached(small)},
             rounds,
         )
-    )
-    yield (
-        alternate(
-            f"scale: cache-miss GET, {label}",
-            lambda: miss(big),
-            {small.label: lambda: miss(small)},
-            rounds,
-        )
+
+    yield cached_get
+    yield lambda: alternate(
+        f"scale: cache-miss GET, {label}",
+        lambda: miss(big),
+        {small.label: lambda: miss(small)},
+        rounds,
     )
     user = data.USER_BASE  # a hundred orders at every size
-    yield (
-        alternate(
-            f"scale: list first page, {label}",
-            lambda: listing(big, user),
-            {small.label: lambda: listing(small, user)},
-            rounds,
-        )
+    yield lambda: alternate(
+        f"scale: list first page, {label}",
+        lambda: listing(big, user),
+        {small.label: lambda: listing(small, user)},
+        rounds,
     )
     if data.HEAVY_USER in big.tokens:
-        yield (
-            alternate(
-                f"scale: list first page of a user with 100K orders, {label}",
-                lambda: listing(big, data.HEAVY_USER),
-                {small.label: lambda: listing(small, user)},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"scale: list first page of a user with 100K orders, {label}",
+            lambda: listing(big, data.HEAVY_USER),
+            {small.label: lambda: listing(small, user)},
+            rounds,
         )

@@ -18,6 +18,7 @@ import redis
 from bench import wrk
 from bench.common import ORDER
 from bench.compare import SCENARIO, Comparison, Measurement, alternate, p99
+from bench.procs import Process, memory
 from bench.wrk import Request, WrkResult
 from tests.stack import REDIS_URL, Stack
 
@@ -48,6 +49,7 @@ class Profile:
     pipeline_confirm_seconds: float = 60.0
     latency_rate: float = 100.0
     latency_seconds: float = 20.0
+    warm_up_seconds: float = 2.0  # per endpoint, unrecorded; 0: none
 
 
 @dataclass
@@ -89,6 +91,8 @@ class Bench:
     scripts: int = 0
     # Session leaders of the processes whose memory is reported at the end.
     sessions: dict[str, int] = field(default_factory=dict)
+    # The memory of the bench's own processes that stopped before the end (read as they stop).
+    stopped_memory: list[dict[str, object]] = field(default_factory=list)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -113,6 +117,15 @@ class Bench:
             connections=connections or self.profile.connections,
             mode=mode,
         )
+
+    def stopping(self, process: Process) -> None:
+        self.stopped_memory.extend(memory({process.name: process.proc.pid}))
+
+    def memory(self) -> list[dict[str, object]]:
+        """RSS of every process still running under ``sessions`` and of those read as they
+        stopped, largest first."""
+        rows = memory(self.sessions) + self.stopped_memory
+        return sorted(rows, key=lambda row: -float(row["rss_mb"]))  # type: ignore[arg-type]
 
     def token_of(self, user_id: int) -> str:
         return next(u.token for u in self.users if u.id == user_id)
@@ -178,7 +191,9 @@ class Bench:
     def warm_up(self) -> None:
         """A short unrecorded load on every endpoint first: pools filled, code paths warm,
         so the first scenario is not the one that pays for it."""
-        seconds = 2
+        seconds = self.profile.warm_up_seconds
+        if seconds <= 0:
+            return
         for base, requests in (
             (self.direct.orders, self.gets("cached")[:200]),
             (self.direct.orders, self.lists()),
@@ -203,13 +218,15 @@ class Bench:
 
     def api_scenarios(
         self, where: str, targets: Targets, wait_drained: Callable[[], None]
-    ) -> Iterator[Comparison]:
+    ) -> Iterator[Callable[[], Comparison]]:
+        """Each comparison as a thunk, so that one that fails does not take the rest along."""
         rounds = self.profile.rounds
 
-        self.warm(self.direct.orders, "cached")
         cached = self.gets("cached")
-        yield (
-            alternate(
+
+        def cached_get() -> Comparison:
+            self.warm(self.direct.orders, "cached")  # the cache-miss rounds empty it
+            return alternate(
                 f"GET /orders/{{id}}/ cached, {where}",
                 lambda: self.load(targets.orders, cached),
                 {
@@ -218,7 +235,8 @@ class Bench:
                 },
                 rounds,
             )
-        )
+
+        yield cached_get
 
         misses = self.gets("miss")
 
@@ -226,24 +244,19 @@ class Bench:
             flush_prefix(self.cache_prefix())
             return self.load(targets.orders, misses, mode="walk")
 
-        yield (
-            alternate(
-                f"GET /orders/{{id}}/ cache miss, {where}",
-                miss,
-                {"/select": self.reference("/select")},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"GET /orders/{{id}}/ cache miss, {where}",
+            miss,
+            {"/select": self.reference("/select")},
+            rounds,
         )
-        # The misses filled the cache with every id of the pool: the cached pool is warm again.
 
         lists = self.lists()
-        yield (
-            alternate(
-                f"GET /orders/user/{{id}}/ first page, {where}",
-                lambda: self.load(targets.orders, lists),
-                {"/select": self.reference("/select")},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"GET /orders/user/{{id}}/ first page, {where}",
+            lambda: self.load(targets.orders, lists),
+            {"/select": self.reference("/select")},
+            rounds,
         )
 
         creates = self.creates()
@@ -253,32 +266,26 @@ class Bench:
             wait_drained()  # the reference must not share the box with this round's backlog
             return result
 
-        yield (
-            alternate(
-                f"POST /orders/, {where}",
-                create,
-                {"/insert": self.reference("/insert", body=ORDER_JSON)},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"POST /orders/, {where}",
+            create,
+            {"/insert": self.reference("/insert", body=ORDER_JSON)},
+            rounds,
         )
 
-        yield (
-            alternate(
-                f"PATCH /orders/{{id}}/ PENDING->PAID, {where}",
-                lambda: self.patch(targets.orders),
-                {"/insert": self.reference("/insert", body=ORDER_JSON)},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"PATCH /orders/{{id}}/ PENDING->PAID, {where}",
+            lambda: self.patch(targets.orders),
+            {"/insert": self.reference("/insert", body=ORDER_JSON)},
+            rounds,
         )
 
         logins = self.logins()
-        yield (
-            alternate(
-                f"POST /token/, {where}",
-                lambda: self.load(targets.auth, logins, connections=LOGIN_CONNECTIONS),
-                {"/login": self.reference("/login", connections=LOGIN_CONNECTIONS)},
-                rounds,
-            )
+        yield lambda: alternate(
+            f"POST /token/, {where}",
+            lambda: self.load(targets.auth, logins, connections=LOGIN_CONNECTIONS),
+            {"/login": self.reference("/login", connections=LOGIN_CONNECTIONS)},
+            rounds,
         )
 
     def patch(self, base_url: str) -> WrkResult:
@@ -291,7 +298,9 @@ class Bench:
             Request("PATCH", f"/orders/{oid}/", self.token_of(uid), body) for oid, uid in pool
         ]
         result = self.load(base_url, requests, mode="walk")
-        self.patch_offset += result.requests
+        # Past the answered ones, requests may have been sent when wrk stopped: skip as many
+        # as there are connections, so the next round's PATCHes are real changes too.
+        self.patch_offset += result.requests + self.profile.connections
         return result
 
     # --- the login storm --------------------------------------------------------------------
@@ -331,7 +340,7 @@ class Bench:
 
         self.warm(self.direct.orders, "cached")
         comparison = alternate(
-            "login storm: cached GET p99 (gateway)", storm, {"alone": steady}, p.rounds
+            "login storm: cached GET p99 (gateway)", storm, {"alone": steady}, p.rounds, p99
         )
         comparison.note = (
             f"{p.storm_rate:g} cached GETs/s; with: POST /token/ on {LOGIN_CONNECTIONS} "

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from order_common.settings import ServiceSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 START, END = "<!-- config:start -->", "<!-- config:end -->"
@@ -24,7 +26,7 @@ SERVICES = [
     ("worker", "order_worker.settings"),
 ]
 
-# Inherited from order_common.settings.ServiceSettings; described once here.
+# The fields of order_common.settings' parts, described once here.
 COMMON = {
     "service_name": "name in logs and metrics",
     "environment": "`development`, `test` or `production` (production refuses placeholder secrets)",
@@ -79,7 +81,11 @@ def rows() -> list[str]:
             continue
         settings: type[BaseSettings] = module.Settings
         prefix = str(settings.model_config.get("env_prefix", ""))
-        for name, field in settings.model_fields.items():
+        # What every process has first (ServiceSettings), then the parts and the service's own.
+        first = [name for name in ServiceSettings.model_fields if name in settings.model_fields]
+        names = first + [name for name in settings.model_fields if name not in first]
+        for name in names:
+            field = settings.model_fields[name]
             meaning = field.description or COMMON.get(name, "")
             if not meaning:
                 raise SystemExit(f"{module_name}.Settings.{name} has no description")

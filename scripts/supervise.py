@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from order_common.aio import RetryPolicy
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -64,8 +66,9 @@ def parse_env_file(text: str) -> dict[str, str]:
 
 
 def backoff_delay(failures: int, initial: float, maximum: float) -> float:
-    """The wait before restart number ``failures`` (1, 2, …) of a run of quick failures."""
-    return float(min(initial * 2 ** (failures - 1), maximum))
+    """The wait before restart number ``failures`` (1, 2, …) of a run of quick failures: the
+    repo's one back-off policy."""
+    return RetryPolicy(base_delay=initial, max_delay=maximum).delay(failures)
 
 
 def _die_with_parent() -> None:

@@ -1,6 +1,7 @@
 """The arithmetic of `make bench` (bench/compare.py, bench/pipeline.py, bench/wrk.py,
-bench/common.py): alternation order, per-round ratios and their median, validity, targets,
-the wrk summary and the result file. The load itself is proved by `make bench-quick` in CI."""
+bench/common.py, bench/run.py): alternation order, per-round ratios and their median, validity,
+each target taken from its own comparison, the probe rates, the wrk summary and the result
+file. The load itself is proved by `make bench-quick` in CI."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 
 from bench import wrk
 from bench.common import write_report
-from bench.compare import SCENARIO, Target, alternate, p99, table
-from bench.pipeline import backlog_slope, is_sustained
+from bench.compare import SCENARIO, Target, alternate, comparison_table, p99, table
+from bench.pipeline import backlog_slope, is_sustained, latency_summary, refined_rate
+from bench.run import invalid, targets
 
 
 @dataclass
@@ -179,3 +181,126 @@ def test_report_is_written_under_its_start_time_with_nan_as_null(tmp_path: Path)
 
     assert path.name == "2026-12-03T09-40-05Z.json"
     assert json.loads(path.read_text()) == {"ratio": None, "rows": [1.5, None]}
+
+
+def test_a_latency_comparison_reports_its_ratio_of_p99_everywhere() -> None:
+    with_storm = iter([Fake(50, p99_ms=30), Fake(50, p99_ms=90), Fake(50, p99_ms=20)])
+    alone = iter([Fake(50, p99_ms=10), Fake(50, p99_ms=30), Fake(50, p99_ms=20)])
+    storm = alternate("storm", lambda: next(with_storm), {"alone": lambda: next(alone)}, 3, p99)
+
+    # Same throughput in every run: a ratio of req/s would read 1.0.
+    assert storm.ratio("alone") == 3.0
+    assert storm.to_json()["ratio"] == {"alone": 3.0}
+    assert storm.to_json()["ratio_of"] == "p99"
+    assert "3.00 p99" in comparison_table([storm])
+
+
+def _results(*comparisons: Any) -> dict[str, Any]:
+    return {c.name: c for c in comparisons}
+
+
+def test_targets_take_each_figure_from_its_own_comparison() -> None:
+    def pair(name: str, scenario: list[float], reference: list[float], ref: str) -> Any:
+        a, b = iter(scenario), iter(reference)
+        return alternate(name, lambda: Fake(next(a)), {ref: lambda: Fake(next(b))}, 3)
+
+    small = "1,000 rows"
+    results = _results(
+        pair("GET /orders/{id}/ cached, gateway", [60, 70, 80], [100, 100, 100], "/redis"),
+        pair("GET /orders/{id}/ cached, direct", [80, 90, 70], [100, 100, 100], "/redis"),
+        pair("POST /orders/, gateway", [40, 50, 10], [100, 100, 100], "/insert"),
+        # The big table at half, a third and the same speed as the small one.
+        pair(
+            "scale: cache-miss GET, 1,000,000 rows vs 1,000 rows",
+            [50, 30, 90],
+            [100, 90, 90],
+            small,
+        ),
+    )
+    pipe = {
+        "sustained": {"sustained_rate": 250, "failed": 0, "top_of_range": False},
+        "latency": {
+            "rate_per_s": 100.0,
+            "post_errors": 0,
+            "unprocessed": 0,
+            "processed": {"count": 2000, "p99_ms": 180.0},
+        },
+    }
+    rss = [
+        {"group": "reference app", "rss_mb": 300.0, "command": "bench.reference"},
+        {"group": "stack", "rss_mb": 120.0, "command": "orders-service serve"},
+    ]
+    measured = {t.text: t for t in targets(results, pipe, rss)}
+
+    assert measured["Cached GET, gateway / `/redis`"].measured == 0.7
+    assert measured["Cached GET, direct / `/redis`"].measured == 0.8
+    assert measured["POST /orders/, gateway / `/insert`"].measured == 0.4
+    assert measured["POST /orders/, gateway / `/insert`"].status == "pass"
+    slowdown = measured["cache-miss GET, 1,000,000 rows vs 1,000 rows (slowdown)"]
+    assert slowdown.measured == 2.0  # median of 2, 3 and 1: the small / big per round
+    assert slowdown.status == "miss"
+    assert measured["Pipeline: highest sustained rate, delay 0"].status == "miss"
+    assert measured["Pipeline: POST -> processed_at p99 at 100 orders/s"].status == "pass"
+    # The bench's own reference app is not held to the platform's memory target.
+    memory = measured["Memory: largest RSS of a platform process after the run"]
+    assert (memory.measured, memory.status) == (120.0, "pass")
+    # A scenario that never ran (the login storm here) has no figure: invalid, not a pass.
+    assert measured["Login storm: cached GET p99 with / without"].status == "invalid"
+
+
+def test_a_run_is_invalid_for_failed_answers_errors_and_missing_figures_never_for_speed() -> None:
+    slow = alternate("slow", lambda: Fake(1), {"ref": lambda: Fake(1000)}, 1)
+    throttled = alternate(
+        "throttled", lambda: Fake(10, errors={"status": 3}), {"ref": lambda: Fake(10)}, 1
+    )
+    missed = Target("t", 0.01, 0.6)
+    clean_pipe = {
+        "sustained": {"failed": 0},
+        "latency": {"post_errors": 0, "unprocessed": 0},
+    }
+
+    assert invalid(_results(slow), clean_pipe, [missed], []) == []
+    problems = invalid(
+        _results(slow, throttled),
+        {"sustained": {"failed": 2}, "latency": {"post_errors": 0, "unprocessed": 5}},
+        [missed, Target("no figure", None, 1)],
+        [{"what": "scale: 1,000,000 rows", "error": "RuntimeError('wrk gave no summary')"}],
+    )
+    assert problems == [
+        "throttled",
+        "pipeline: sustained rate",
+        "pipeline: latency at a steady rate",
+        "scale: 1,000,000 rows: RuntimeError('wrk gave no summary')",
+        "no figure for: no figure",
+    ]
+    # A phase that never produced its part of the pipeline is reported by its error alone.
+    assert invalid({}, {}, [], []) == []
+
+
+@pytest.mark.parametrize(
+    ("kept", "failed", "expected"),
+    [
+        ([100.0, 200.0], 300.0, 250.0),
+        ([100.0], 200.0, 150.0),
+        ([], 100.0, 50.0),
+        ([300.0], 325.0, None),  # one step apart already
+        ([100.0, 200.0], 250.0, 225.0),
+    ],
+)
+def test_refined_rate_probes_halfway_to_the_first_rate_that_fell_behind(
+    kept: list[float], failed: float, expected: float | None
+) -> None:
+    assert refined_rate(kept, failed) == expected
+
+
+def test_pipeline_summary_quantiles_are_in_the_unit_given() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1 .. 100 ms
+
+    summary = latency_summary(values)
+
+    assert summary["count"] == 100
+    assert summary["median_ms"] == 50.5
+    assert summary["p99_ms"] == pytest.approx(99.01)
+    assert summary["max_ms"] == 100
+    assert latency_summary([]) == {"count": 0}
+    assert latency_summary([7.0])["p99_ms"] == 7.0

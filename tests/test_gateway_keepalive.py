@@ -34,7 +34,7 @@ APP = textwrap.dedent(
     from order_common.errors import Conflict
     from order_common.http_errors import install_error_handlers
     from order_common.http import SlashAgnosticRouter, install_middleware
-    from order_common.settings import ServiceSettings
+    from order_common.settings import ApiSettings
 
     # The services' JSON logging of a traceback takes milliseconds; here it takes 100 ms, so
     # the next request reliably arrives while an error is being logged.
@@ -69,7 +69,7 @@ APP = textwrap.dedent(
 
     app.include_router(router)
     install_error_handlers(app)
-    install_middleware(app, ServiceSettings(_env_file=None))
+    install_middleware(app, ApiSettings(_env_file=None))
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
     """
 )

@@ -303,11 +303,11 @@ def main() -> int:
                 "127.0.0.1",
                 "--port",
                 str(ports["orders"]),
-                env={**orders_env, "FORWARDED_ALLOW_IPS": "127.0.0.1"},
+                env={**orders_env, "ORDERS_FORWARDED_ALLOW_IPS": "127.0.0.1"},
             )
             workers = [
                 containers.run(
-                    "relay", images["orders"], "orders-service", "relay", env=orders_env
+                    "events", images["orders"], "orders-service", "events", env=orders_env
                 ),
                 containers.run("consumer", images["event-consumer"], env=consumer_env),
                 containers.run("worker", images["worker"], env=worker_env),

@@ -18,13 +18,13 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from order_common.aio import RetryPolicy
 from order_common.bus import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
     RejectMessage,
-    RetryPolicy,
     Topology,
     dead_letter_queue_name,
     declare_exchange,

@@ -12,9 +12,9 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import REGISTRY
 
+from order_common.aio import RetryPolicy
 from order_common.bus import (
     RejectMessage,
-    RetryPolicy,
     Topology,
     declare_exchange,
     publish_envelope,

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from order_common.db import build_engine
 from order_common.http import SlashAgnosticRouter, install_middleware
 from order_common.http_errors import install_error_handlers, unavailable_dependency
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 REFUSED_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
 
@@ -52,7 +52,7 @@ def app(database_url: str, *, connect_timeout: float = 5.0) -> FastAPI:
 
     application.include_router(router)
     install_error_handlers(application)
-    install_middleware(application, ServiceSettings(_env_file=None))  # type: ignore[call-arg]
+    install_middleware(application, ApiSettings(_env_file=None))  # type: ignore[call-arg]
     return application
 
 

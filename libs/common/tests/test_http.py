@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from order_common.errors import Conflict
 from order_common.http import SlashAgnosticRouter, install_middleware
 from order_common.http_errors import install_error_handlers
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 
 
 def app() -> FastAPI:
@@ -27,7 +27,7 @@ def app() -> FastAPI:
 
     application.include_router(router)
     install_error_handlers(application)
-    install_middleware(application, ServiceSettings(_env_file=None))  # type: ignore[call-arg]
+    install_middleware(application, ApiSettings(_env_file=None))  # type: ignore[call-arg]
     return application
 
 
@@ -93,4 +93,4 @@ def test_wildcard_origin_with_credentials_is_refused() -> None:
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="credentials"):
-        ServiceSettings(_env_file=None, cors_allow_origins="*")  # type: ignore[call-arg]
+        ApiSettings(_env_file=None, cors_allow_origins="*")  # type: ignore[call-arg]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from order_common.settings import ServiceSettings, asyncpg_database_url
+from order_common.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    MetricsPortSettings,
+    RedisSettings,
+    ServiceSettings,
+    asyncpg_database_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +41,7 @@ def test_postgres_urls_get_the_asyncpg_driver(given: str, expected: str) -> None
 def test_settings_normalise_the_database_url_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    class Settings(ServiceSettings):
+    class Settings(ServiceSettings, DatabaseSettings):
         model_config = {"env_prefix": "OPTEST_", "env_file": None}
         # A service redefining the field keeps the base class's normalisation.
         database_url: SecretStr = SecretStr("postgres://postgres@127.0.0.1:5432/x")
@@ -60,8 +67,8 @@ REAL = {
 }
 
 
-def _settings(**values: object) -> ServiceSettings:
-    return ServiceSettings(_env_file=None, **values)  # type: ignore[arg-type]
+def _settings(**values: object) -> ApiSettings:
+    return ApiSettings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +96,7 @@ def test_production_refuses_a_placeholder_or_development_secret(
 def test_production_refuses_the_guest_account_of_rabbitmq() -> None:
     from order_common.bus import BusSettings
 
-    class Settings(ServiceSettings, BusSettings):
+    class Settings(ServiceSettings, DatabaseSettings, RedisSettings, BusSettings):
         pass
 
     with pytest.raises(ValidationError, match="AMQP_URL has a placeholder password"):
@@ -128,3 +135,18 @@ def test_secrets_never_appear_in_repr_dumps_or_validation_errors() -> None:
         _settings(database_url=REAL["database_url"], redis_url=[REAL["redis_url"]])
     assert "Rd-real-pw-9" not in str(raised.value)
     assert "Xk2-real-db-pw" not in str(raised.value)
+
+
+def test_a_process_has_only_the_settings_of_the_parts_it_uses() -> None:
+    """A worker-like process (Redis + metrics port) reads no database, CORS or JWT setting, so
+    none is documented for it; an API has them all."""
+
+    class Worker(ServiceSettings, RedisSettings, MetricsPortSettings):
+        pass
+
+    fields = set(Worker.model_fields)
+    assert {"redis_url", "metrics_port", "environment"} <= fields
+    assert not fields & {"database_url", "db_pool_size", "cors_allow_origins", "jwt_issuer"}
+    assert {"database_url", "cors_allow_origins", "jwt_issuer", "workers"} <= set(
+        ApiSettings.model_fields
+    )

@@ -30,9 +30,9 @@ from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
 from order_common.testing import AMQP_URL, amqp_connection, delete_topology, run_id
-from orders_service import relay
-from orders_service.consumer import SUBSCRIBER
+from orders_service import events
 from orders_service.main import create_app
+from orders_service.order_processed import SUBSCRIBER
 from orders_service.settings import Settings
 
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -282,12 +282,14 @@ async def relay_settings(
 
 
 @asynccontextmanager
-async def running_relay(settings: Settings) -> AsyncIterator[None]:
-    """``orders-service relay`` as a task of the test's event loop."""
+async def running_relay(settings: Settings) -> AsyncIterator[events.EventsProcess]:
+    """``orders-service events`` (the relay and the order_processed subscriber) as a task of
+    the test's event loop (``process.started`` tells when it has connected)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(settings, stop))
+    process = events.EventsProcess(settings)
+    task = asyncio.create_task(process.run(stop))
     try:
-        yield
+        yield process
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)

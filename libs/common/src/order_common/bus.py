@@ -57,6 +57,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from order_common import telemetry
+from order_common.aio import RetryPolicy, connect_with_retry
 from order_common.events import Envelope, EventType
 
 logger = logging.getLogger(__name__)
@@ -149,19 +150,6 @@ def _dead_lettering_to(exchange: str, routing_key: str) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``max_attempts`` handler runs in all; the n-th failure waits ``base_delay * 2**(n-1)``
-    seconds, capped at ``max_delay``."""
-
-    max_attempts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 300.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1)))
-
-
 class BusSettings(BaseSettings):
     """Fields to mix into a service's settings: ``class Settings(ServiceSettings, BusSettings)``.
     They take the service's env prefix (``CONSUMER_AMQP_URL``, ``ORDERS_BUS_EXCHANGE``, ...)."""
@@ -196,9 +184,19 @@ class BusSettings(BaseSettings):
 
 async def connect(url: str, *, name: str | None = None) -> AbstractRobustConnection:
     """A connection that reconnects by itself and then restores its channels, queues and
-    consumers. One per process, opened in the lifespan."""
+    consumers. One per process, opened in the lifespan. Its first connection is not retried:
+    a process starting up uses ``connect_retrying``."""
     properties: dict[str, Any] | None = {"connection_name": name} if name else None
     return await aio_pika.connect_robust(url, client_properties=properties)
+
+
+async def connect_retrying(
+    url: str, *, name: str | None = None, stop: asyncio.Event
+) -> AbstractRobustConnection | None:
+    """``connect``, retried with back-off until the broker answers (``None`` if ``stop`` came
+    first): how every process on the bus makes its first connection. Once connected, the
+    robust connection reconnects by itself."""
+    return await connect_with_retry(lambda: connect(url, name=name), what="RabbitMQ", stop=stop)
 
 
 # --- topology -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Concatenate, ParamSpec, Self, TypeVar
 
 import sqlalchemy.ext.asyncio
 from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,6 +25,15 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def asyncpg_dsn(database_url: str, *, database: str | None = None) -> str:
+    """The SQLAlchemy URL (``postgresql+asyncpg://...``) as a plain DSN for asyncpg, password
+    included (it is for connecting, never for printing); ``database`` replaces its database."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
 
 
 def naming_metadata() -> MetaData:
@@ -98,6 +108,9 @@ class UnitOfWork:
             await self.session.close()
 
     async def commit(self) -> None:
+        # The pending INSERTs and UPDATEs go out first: a dead connection found by them is
+        # found before any COMMIT was sent, so ``retry_on_disconnect`` may run the work again.
+        await self.session.flush()
         self.commit_started = True
         await self.session.commit()
 

@@ -7,6 +7,8 @@ import re
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from order_common.db import asyncpg_dsn
+
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -15,8 +17,7 @@ def _admin_dsn(database_url: str) -> tuple[str, str]:
     name = url.database or ""
     if not _SAFE_NAME.match(name):
         raise ValueError(f"refusing unusual database name {name!r}")
-    admin = url.set(drivername="postgresql", database="postgres")
-    return admin.render_as_string(hide_password=False), name
+    return asyncpg_dsn(database_url, database="postgres"), name
 
 
 async def ensure_database(database_url: str) -> bool:

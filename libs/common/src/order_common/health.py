@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.http import SlashAgnosticRouter
-from order_common.metrics import metrics_response
+from order_common.http_metrics import metrics_response
 from order_common.telemetry import untraced
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_common.body_limit import BodyLimitMiddleware
+from order_common.http_metrics import SLASH_TWIN, MetricsMiddleware
 from order_common.logging import request_id_var
-from order_common.metrics import SLASH_TWIN, MetricsMiddleware
-from order_common.settings import ServiceSettings
+from order_common.settings import ApiSettings
 from order_common.telemetry import instrument_app
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -65,7 +65,7 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
+def install_middleware(app: FastAPI, settings: ApiSettings) -> None:
     """From the outside in: tracing (the server span), request id, metrics, CORS, body limit."""
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(

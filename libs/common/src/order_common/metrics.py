@@ -5,6 +5,9 @@ processes without one).
 Latency histograms carry the trace id as an exemplar; Prometheus sees exemplars when it
 scrapes in the OpenMetrics format, which both endpoints serve when asked for it.
 
+Needs only prometheus_client: every process imports it. What only an HTTP API needs (the
+request middleware, ``/metrics``) is in ``order_common.http_metrics``.
+
 An API served by several uvicorn workers (``order_common.serve``) runs prometheus_client in
 multiprocess mode: ``/metrics`` adds up the files of every worker. That mode keeps no
 exemplars, so each worker remembers the last exemplar of each HTTP latency bucket it observed
@@ -19,7 +22,7 @@ import os
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     REGISTRY,
@@ -31,21 +34,13 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client import values as prometheus_values
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
-from sqlalchemy.engine import Engine
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from order_common.telemetry import exemplar
-
-# Set by ``order_common.http.SlashAgnosticRouter`` in the hidden twin's ``openapi_extra``.
-SLASH_TWIN = "x-slash-twin"
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +65,6 @@ HTTP_REQUEST_DURATION = Histogram(
     ["service", "method", "route"],
     buckets=HTTP_DURATION_BUCKETS,
 )
-# The label of requests that matched no route: their paths are whatever clients send.
-UNMATCHED_ROUTE = "unmatched"
 
 # --- event bus ------------------------------------------------------------------------------
 
@@ -198,85 +191,6 @@ class ExemplarMemory:
 
 
 HTTP_EXEMPLARS = ExemplarMemory(HTTP_REQUEST_DURATION, HTTP_DURATION_BUCKETS)
-
-
-def _route_label(scope: Scope) -> str:
-    """The template of the route that served the request, in its documented form: the
-    slash-less (or slashed) twin of a ``SlashAgnosticRouter`` route counts as the route."""
-    route: BaseRoute | None = scope.get("route")
-    path = getattr(route, "path", None)
-    if route is None or not isinstance(path, str):
-        return UNMATCHED_ROUTE
-    if (getattr(route, "openapi_extra", None) or {}).get(SLASH_TWIN):
-        return path[:-1] if path.endswith("/") else path + "/"
-    return path
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route template and status. Installed inside the
-    tracing middleware, so the latency exemplar names the request's trace."""
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # unless a response starts: an exception escaped
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = _route_label(scope)
-            method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_EXEMPLARS.observe(
-                (self.service, method, route), time.perf_counter() - start, exemplar()
-            )
-
-
-class _WorkersCollector(Collector):
-    """Every worker's metrics added up, with this worker's HTTP latency exemplars."""
-
-    def __init__(self) -> None:
-        from prometheus_client import multiprocess
-
-        self._files = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
-
-    def collect(self) -> Iterable[Metric]:
-        return HTTP_EXEMPLARS.attach(self._files.collect())  # type: ignore[no-untyped-call]
-
-
-_api_registry: CollectorRegistry | None = None
-
-
-def api_metrics_registry() -> CollectorRegistry:
-    """What an API's ``/metrics`` serves: this process's registry, or with several workers
-    the sum of all of theirs (plus the answering worker's own database pool gauges)."""
-    global _api_registry
-    if not MULTIPROCESS:
-        return REGISTRY
-    if _api_registry is None:
-        registry = CollectorRegistry()
-        registry.register(_WorkersCollector())
-        registry.register(POOLS)
-        _api_registry = registry
-    return _api_registry
-
-
-def metrics_response(request: Request, registry: CollectorRegistry | None = None) -> Response:
-    """The registry in the format the scraper asks for (OpenMetrics carries exemplars)."""
-    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(registry or api_metrics_registry()), media_type=content_type)
 
 
 # --- metrics port for the processes without an HTTP API ---------------------------------------

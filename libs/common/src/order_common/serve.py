@@ -9,7 +9,7 @@ environment, configures logging and tracing in that process, and builds the app.
 With more than one worker the Prometheus metrics run in multiprocess mode: each worker writes
 its values to files in a directory private to this run (``PROMETHEUS_MULTIPROC_DIR``, made
 here unless set, emptied first, removed at exit), and ``/metrics`` — whichever worker answers
-it — adds up every worker's (``order_common.metrics.api_metrics_registry``)."""
+it — adds up every worker's (``order_common.http_metrics.api_metrics_registry``)."""
 
 from __future__ import annotations
 
@@ -74,10 +74,9 @@ def serve(
     *,
     host: str,
     port: int,
-    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Run the app ``factory`` (``"package.module:function"``) under uvicorn with the worker
-    count and access log of ``settings``."""
+    count, access log, trusted proxies and timeouts of ``settings``."""
     import uvicorn
 
     workers = worker_count(settings.workers)
@@ -92,7 +91,7 @@ def serve(
         # The gateway's X-Forwarded-For becomes request.client (rate limits key on it), but
         # only from the trusted proxies; anyone else's header is ignored.
         proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # The factory configures JSON logging in each worker; uvicorn must not replace it.
         log_config=None,
         access_log=settings.access_log,

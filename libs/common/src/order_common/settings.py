@@ -1,5 +1,6 @@
-"""Settings base classes. Each service defines one ``Settings`` subclass with its own env prefix
-and builds it in ``create_app()`` (never at import time), so tests can build their own."""
+"""Settings by role. Each service defines one ``Settings`` class with its own env prefix, made
+of the parts it uses, and builds it in ``create_app()`` (never at import time), so tests can
+build their own."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ def _split_csv(value: object) -> object:
 
 
 class ServiceSettings(BaseSettings):
-    """Settings every HTTP service shares. Subclasses set ``env_prefix``."""
+    """What every process of the platform has: a name, an environment, a log level. A
+    service adds the mixins of the parts it really uses (``DatabaseSettings``,
+    ``RedisSettings``, ``MetricsPortSettings``, ``order_common.bus.BusSettings``,
+    ``order_common.tasks.CelerySettings``) or builds on ``ApiSettings``; subclasses set
+    ``env_prefix``. No process inherits a setting it never reads."""
 
     # hide_input_in_errors: a rejected value (a URL with its password) never reaches the error
     # message, the log that shows it, or a traceback.
@@ -49,6 +54,20 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     environment: Environment = "development"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> ServiceSettings:
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                refuse_placeholder(
+                    name, value, self.environment, development_default=field.get_default()
+                )
+        return self
+
+
+class DatabaseSettings(BaseSettings):
+    """A service that owns a PostgreSQL database (auth, orders)."""
 
     # Connection URLs carry passwords: SecretStr keeps them out of repr, logs and errors.
     database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -69,6 +88,52 @@ class ServiceSettings(BaseSettings):
         default=5.0, gt=0, description="longest wait for a free pooled connection (then 503)"
     )
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _asyncpg_driver(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(asyncpg_database_url(value.get_secret_value()))
+
+
+class RedisSettings(BaseSettings):
+    """A service that keeps state in Redis (cache, rate limits, de-duplication markers)."""
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Every key this service writes starts with this prefix, so runs sharing one Redis stay apart.
+    redis_key_prefix: str = "op"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+
+
+class MetricsPortSettings(BaseSettings):
+    """A process without an HTTP API serves its Prometheus metrics on a port of its own
+    (each service sets its default port)."""
+
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="port of its Prometheus metrics; 0 turns it off"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the metrics port listens on (`0.0.0.0` in a container)",
+    )
+
+
+class ApiSettings(ServiceSettings, DatabaseSettings, RedisSettings):
+    """An HTTP API (auth, orders): its database and Redis, and how ``serve`` runs it."""
+
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="`serve`: uvicorn worker processes sharing the port; 0 means one per core",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="`serve`: log a line per request (the gateway already logs each request)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="`serve`: proxies (the gateway) whose X-Forwarded-For sets the client IP; "
+        "comma-separated IPs or CIDRs",
+    )
+
     # Longer than the gateway's upstream `keepalive_timeout` (60 s): the gateway closes an idle
     # connection first, so it never sends a request on one this server is closing.
     http_keep_alive_seconds: float = Field(
@@ -77,11 +142,6 @@ class ServiceSettings(BaseSettings):
     http_graceful_shutdown_seconds: float = Field(
         default=15, gt=0, description="after SIGTERM, requests in flight get this long to finish"
     )
-
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    # Every key this service writes starts with this prefix, so runs sharing one Redis stay apart.
-    redis_key_prefix: str = "op"
-    redis_timeout_seconds: float = Field(default=0.5, gt=0)
 
     # The services refuse larger bodies themselves (413), as the gateway does.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
@@ -94,50 +154,17 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "order-platform-auth"
     jwt_audience: str = "order-platform"
 
-    @field_validator("database_url", mode="after")
-    @classmethod
-    def _asyncpg_driver(cls, value: SecretStr) -> SecretStr:
-        return SecretStr(asyncpg_database_url(value.get_secret_value()))
-
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_csv(value)
 
     @model_validator(mode="after")
-    def _no_wildcard_with_credentials(self) -> ServiceSettings:
+    def _no_wildcard_with_credentials(self) -> ApiSettings:
         # Browsers reject `*` with credentials anyway; refusing it here makes the mistake loud.
         if self.cors_allow_credentials and "*" in self.cors_allow_origins:
             raise ValueError("CORS: '*' cannot be combined with credentials; list the origins")
         return self
-
-    @model_validator(mode="after")
-    def _no_placeholder_secrets(self) -> ServiceSettings:
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                refuse_placeholder(
-                    name, value, self.environment, development_default=field.get_default()
-                )
-        return self
-
-    @property
-    def is_production(self) -> bool:
-        return self.environment == "production"
-
-
-class ApiSettings(ServiceSettings):
-    """What the HTTP APIs (auth, orders) add: how ``serve`` runs them."""
-
-    workers: int = Field(
-        default=0,
-        ge=0,
-        description="`serve`: uvicorn worker processes sharing the port; 0 means one per core",
-    )
-    access_log: bool = Field(
-        default=False,
-        description="`serve`: log a line per request (the gateway already logs each request)",
-    )
 
 
 def _url_password(raw: str) -> str | None:

@@ -25,6 +25,7 @@ from aio_pika.abc import (
 from opentelemetry.trace import Span, use_span
 
 from order_common import telemetry
+from order_common.aio import RetryPolicy
 from order_common.bus import (
     ATTEMPTS_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -35,7 +36,6 @@ from order_common.bus import (
     REASON_HEADER,
     DeadLetterReason,
     RejectMessage,
-    RetryPolicy,
     Topology,
     declare_subscription,
     republished,

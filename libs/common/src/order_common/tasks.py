@@ -4,10 +4,32 @@ task by name with this payload and never imports the worker's code."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings
 
 PROCESS_ORDER_TASK = "order_worker.process_order"
+
+
+class CelerySettings(BaseSettings):
+    """Where the consumer sends tasks and the worker takes them: both mix this in, under their
+    own env prefix (``CONSUMER_CELERY_QUEUE``, ``WORKER_CELERY_QUEUE``), and must agree."""
+
+    # Celery's broker is Redis; RabbitMQ stays the event bus only.
+    celery_broker_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/1"), description="Celery's broker (Redis)"
+    )
+    celery_queue: str = Field(default="orders", description="the Celery queue of the orders")
+    celery_key_prefix: str = Field(
+        default="",
+        description="kombu `global_keyprefix` of every broker key (the same in consumer and "
+        "worker)",
+    )
+
+    def celery_transport_options(self) -> dict[str, Any]:
+        """The broker transport options both sides need to find the same keys."""
+        return {"global_keyprefix": self.celery_key_prefix} if self.celery_key_prefix else {}
 
 
 class ProcessOrder(BaseModel):

@@ -34,7 +34,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings,
         host=args.host,
         port=args.port,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 

@@ -55,12 +55,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
         stack.push_async_callback(redis.aclose)
         rate_limiter = RateLimiter(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.redis_key_prefix,
-            timeout=settings.redis_timeout_seconds,
-            enabled=settings.rate_limit_enabled,
+            redis, key_prefix=settings.redis_key_prefix, enabled=settings.rate_limit_enabled
         )
-        stack.push_async_callback(rate_limiter.aclose)
 
         hasher = PasswordHasher(
             time_cost=settings.password_hash_time_cost,

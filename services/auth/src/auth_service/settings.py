@@ -94,16 +94,10 @@ class Settings(ApiSettings):
         description="a pair's failures and block count are forgotten after this long without one",
     )
 
-    forwarded_allow_ips: str = Field(
-        default="127.0.0.1",
-        description="proxies (the gateway) whose X-Forwarded-For sets the client IP; "
-        "comma-separated IPs or CIDRs",
-    )
-
     @model_validator(mode="after")
     def _no_development_key_in_production(self) -> Settings:
         # `make dev-key` writes under .dev/: a key that lives in a work tree is no secret.
-        if self.is_production and ".dev" in self.jwt_private_key_path.parts:
+        if self.environment == "production" and ".dev" in self.jwt_private_key_path.parts:
             raise ValueError(
                 "AUTH_JWT_PRIVATE_KEY_PATH points at a development key (.dev/); mount the "
                 "production key and point the setting at it"

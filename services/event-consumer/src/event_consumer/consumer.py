@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from celery import Celery
 from redis.asyncio import Redis
@@ -36,14 +35,11 @@ def create_celery_producer(settings: Settings) -> Celery:
     app = Celery(
         SUBSCRIBER, broker=settings.celery_broker_url.get_secret_value(), set_as_current=False
     )
-    transport_options: dict[str, Any] = {}
-    if settings.celery_key_prefix:
-        transport_options["global_keyprefix"] = settings.celery_key_prefix
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=settings.celery_queue,
-        broker_transport_options=transport_options,
+        broker_transport_options=settings.celery_transport_options(),
         broker_connection_retry_on_startup=True,
         # Bounded: a failed send fails the handler, and the bus retries the event.
         task_publish_retry_policy={

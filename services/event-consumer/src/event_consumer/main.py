@@ -7,7 +7,7 @@ import logging
 
 from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_producer
 from event_consumer.settings import Settings
-from order_common.bus import connect
+from order_common.bus import connect_retrying
 from order_common.cache import build_redis
 from order_common.events import EventType
 from order_common.subscriber import Subscriber
@@ -19,7 +19,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Consume `new_order` until ``stop`` is set; then finish the messages in hand and close."""
     redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
     celery = create_celery_producer(settings)
-    connection = await connect(settings.amqp_url.get_secret_value(), name=settings.service_name)
+    connection = await connect_retrying(
+        settings.amqp_url.get_secret_value(), name=settings.service_name, stop=stop
+    )
+    if connection is None:  # stopped before the broker ever answered
+        await redis.aclose()
+        await asyncio.to_thread(celery.close)
+        return
     try:
         subscriber = Subscriber(
             connection,

@@ -1,27 +1,18 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
-from order_common.settings import ServiceSettings
+from order_common.settings import MetricsPortSettings, RedisSettings, ServiceSettings
+from order_common.tasks import CelerySettings
 
 
-class Settings(ServiceSettings, BusSettings):
+class Settings(ServiceSettings, RedisSettings, BusSettings, CelerySettings, MetricsPortSettings):
     model_config = SettingsConfigDict(env_prefix="CONSUMER_")
 
     service_name: str = "event-consumer"
     redis_key_prefix: str = "consumer"
-
-    # Celery is used only to send: the broker (Redis) and queue the worker listens on.
-    celery_broker_url: SecretStr = Field(
-        default=SecretStr("redis://127.0.0.1:6379/1"),
-        description="Celery's broker (Redis; RabbitMQ stays the event bus)",
-    )
-    celery_queue: str = Field(default="orders", description="the Celery queue the worker serves")
-    celery_key_prefix: str = Field(
-        default="", description="kombu `global_keyprefix` of every broker key; equal the worker's"
-    )
 
     prefetch: int = Field(default=16, ge=1, description="unacked events in flight at once")
     dedup_ttl_seconds: int = Field(
@@ -39,8 +30,4 @@ class Settings(ServiceSettings, BusSettings):
     )
     metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="port of its Prometheus metrics; 0 turns it off"
-    )
-    metrics_host: str = Field(
-        default="127.0.0.1",
-        description="address the metrics port listens on (`0.0.0.0` in a container)",
     )

@@ -1,6 +1,6 @@
-"""``orders-service serve`` runs the API; ``orders-service relay`` the outbox relay and the
-``order_processed`` consumer; ``orders-service migrate`` creates and migrates the database. All
-read the same ORDERS_* environment."""
+"""``orders-service serve`` runs the API; ``orders-service events`` the service's process on the
+event bus (the outbox relay, and applying ``order_processed``); ``orders-service migrate``
+creates and migrates the database. All read the same ORDERS_* environment."""
 
 from __future__ import annotations
 
@@ -21,14 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8002)
-    serve.add_argument(
-        "--forwarded-allow-ips",
-        default=None,
-        help="proxies trusted for X-Forwarded-* (default: $FORWARDED_ALLOW_IPS or 127.0.0.1)",
-    )
 
     commands.add_parser(
-        "relay",
+        "events",
         help="publish the outbox to RabbitMQ and apply order_processed (several may run)",
     )
 
@@ -52,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             create_database=settings.migrate_create_database,
         )
         return
-    if args.command == "relay":
-        asyncio.run(_run_relay(settings))
+    if args.command == "events":
+        asyncio.run(_run_events(settings))
         return
 
     from order_common.serve import serve as run_api
@@ -63,23 +58,22 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         host=args.host,
         port=args.port,
-        forwarded_allow_ips=args.forwarded_allow_ips,
     )
 
 
-async def _run_relay(settings: Settings) -> None:
+async def _run_events(settings: Settings) -> None:
     from order_common.metrics import start_metrics_server
     from order_common.telemetry import setup_telemetry
-    from orders_service import relay
+    from orders_service import events
 
-    setup_telemetry(f"{settings.service_name}-relay")
-    start_metrics_server(settings.relay_metrics_port, settings.relay_metrics_host)
+    setup_telemetry(f"{settings.service_name}-events")
+    start_metrics_server(settings.events_metrics_port, settings.events_metrics_host)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await relay.run(settings, stop)
+    await events.run(settings, stop)
 
 
 if __name__ == "__main__":

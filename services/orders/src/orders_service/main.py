@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from order_common.cache import build_redis
-from order_common.db import build_engine, build_session_factory
+from order_common.db import asyncpg_dsn, build_engine, build_session_factory
 from order_common.health import (
     HEALTH_TAG,
     ReadinessCheck,
@@ -24,6 +24,7 @@ from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
 from order_common.serve import serving_app
 from orders_service.cache import OrderCache
+from orders_service.notifier import OutboxNotifier
 from orders_service.router import TAGS as ORDERS_TAGS
 from orders_service.router import router as orders_router
 from orders_service.settings import Settings
@@ -49,6 +50,10 @@ def create_app(
         http = http_client or httpx.AsyncClient(timeout=settings.jwks_timeout_seconds)
         app.state.engine = engine
         app.state.session_factory = build_session_factory(engine)
+        app.state.outbox_notifier = notifier = OutboxNotifier(
+            asyncpg_dsn(settings.database_url.get_secret_value())
+        )
+        notifier.start()
         app.state.redis = redis
         app.state.cache = OrderCache(
             redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
@@ -59,12 +64,11 @@ def create_app(
             audience=settings.jwt_audience,
             http=http,
             max_age=settings.jwks_max_age_seconds,
+            cache_size=settings.token_cache_size,
         )
-        app.state.rate_limiter = limiter = RateLimiter(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.redis_key_prefix,
-            timeout=settings.redis_timeout_seconds,
-            enabled=settings.rate_limit_enabled,
+        # The limiter shares the cache's client: GET /orders/{id}/ runs both in one script.
+        app.state.rate_limiter = RateLimiter(
+            redis, key_prefix=settings.redis_key_prefix, enabled=settings.rate_limit_enabled
         )
         app.state.orders_rate_limit = parse_limit(settings.rate_limit_orders)
         try:
@@ -72,8 +76,8 @@ def create_app(
         finally:
             if http_client is None:
                 await http.aclose()
-            await limiter.aclose()
             await redis.aclose()
+            await notifier.aclose()
             await engine.dispose()
 
     app = FastAPI(

@@ -1,4 +1,4 @@
-"""``orders-service relay``: the outbox relay, and the ``order_processed`` consumer beside it.
+"""The outbox relay: publishes the outbox to RabbitMQ. Its process is ``orders_service.events``.
 
 Publishing. A batch of the oldest unpublished outbox events is claimed with ``FOR UPDATE SKIP
 LOCKED`` and published at once on one channel with publisher confirms (persistent messages,
@@ -14,7 +14,7 @@ NOTIFYs it when an order commits), and the relay also polls every
 event by one interval at most. After a full batch it goes on at once.
 
 Broker outages. The API never touches RabbitMQ, so orders keep coming into the outbox. The
-relay connects with back-off until the broker answers; once connected, aio-pika's robust
+process connects with back-off until the broker answers; once connected, aio-pika's robust
 connection reconnects by itself and the relay claims nothing while it is away. When it is back
 the backlog drains, oldest first.
 
@@ -30,18 +30,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
-from sqlalchemy.engine import make_url
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from order_common.bus import connect, declare_exchange, publish_envelope
-from order_common.cache import build_redis
-from order_common.db import build_engine, build_session_factory
-from order_common.events import EventType, parse_envelope
-from order_common.subscriber import Subscriber
+from order_common.aio import CONNECT_RETRY, connect_with_retry, first_set, wait_event
+from order_common.bus import publish_envelope
+from order_common.db import asyncpg_dsn
+from order_common.events import parse_envelope
 from order_common.telemetry import untraced
-from orders_service.cache import OrderCache
-from orders_service.consumer import SUBSCRIBER, OrderProcessedHandler
 from orders_service.metrics import (
     EVENTS_PUBLISHED,
     OUTBOX_BACKLOG,
@@ -58,41 +54,11 @@ logger = logging.getLogger(__name__)
 
 # A publish the broker has not confirmed by then counts as failed (and is retried later).
 CONFIRM_TIMEOUT_SECONDS = 10.0
-# Messages in hand when stopping get this long to finish; then they go back to the queue.
-SHUTDOWN_GRACE_SECONDS = 20.0
-_BACKOFF_MIN_SECONDS = 0.5
-_BACKOFF_MAX_SECONDS = 15.0
+# After a failed batch (the database or the broker), the same back-off as a first connection.
+BATCH_RETRY = CONNECT_RETRY
 _PURGE_BATCH = 1000
 # How often the backlog gauges are refreshed (at most; the poll interval if shorter).
 BACKLOG_REFRESH_SECONDS = 5.0
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait after the n-th failure in a row: 0.5, 1, 2, ... up to 15."""
-    return float(min(_BACKOFF_MAX_SECONDS, _BACKOFF_MIN_SECONDS * 2 ** max(0, failures - 1)))
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """The SQLAlchemy URL (``postgresql+asyncpg://...``) as a plain DSN for asyncpg."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds`` for ``event``; whether it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # --- publishing -----------------------------------------------------------------------------
@@ -215,6 +181,8 @@ class OutboxRelay:
         self._publisher = publisher
         self._channel = channel
         self._wake = asyncio.Event()
+        # Set while a LISTEN connection is up (NOTIFY wakes the relay), clear while it polls.
+        self.listening = asyncio.Event()
         self.published = 0
 
     def wake(self, *_: object) -> None:
@@ -251,40 +219,33 @@ class OutboxRelay:
                 logger.warning(
                     "outbox batch failed (%d in a row), retrying in %.1f s: %s",
                     failures,
-                    backoff(failures),
+                    BATCH_RETRY.delay(failures),
                     f"{type(exc).__name__}: {exc}",
                     exc_info=failures == 1,
                 )
-                await _wait(stop, backoff(failures))
+                await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue
             self.published += result.published
             if result.failed:
                 failures += 1
-                await _wait(stop, backoff(failures))
+                await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue
             if failures:
                 logger.info("outbox publishing works again")
                 failures = 0
             if result.claimed < self._publisher.batch_size:
-                await _wait(self._wake, self._settings.relay_poll_interval_seconds)
+                await wait_event(self._wake, self._settings.relay_poll_interval_seconds)
 
     async def _listen_forever(self, stop: asyncio.Event) -> None:
         dsn = asyncpg_dsn(self._settings.database_url.get_secret_value())
-        failures = 0
         while not stop.is_set():
-            try:
-                connection = await asyncpg.connect(dsn, timeout=10)
-            except Exception as exc:
-                failures += 1
-                logger.warning(
-                    "cannot LISTEN on %s (polling meanwhile), retrying in %.1f s: %s",
-                    OUTBOX_CHANNEL,
-                    backoff(failures),
-                    f"{type(exc).__name__}: {exc}",
-                )
-                await _wait(stop, backoff(failures))
-                continue
-            failures = 0
+            connection = await connect_with_retry(
+                lambda: asyncpg.connect(dsn, timeout=10),
+                what=f"PostgreSQL LISTEN {OUTBOX_CHANNEL} (polling meanwhile)",
+                stop=stop,
+            )
+            if connection is None:
+                return
             lost = asyncio.Event()
 
             def on_lost(_connection: object, lost: asyncio.Event = lost) -> None:
@@ -293,17 +254,19 @@ class OutboxRelay:
             connection.add_termination_listener(on_lost)
             try:
                 await connection.add_listener(OUTBOX_CHANNEL, self.wake)
+                self.listening.set()
                 self.wake()  # whatever committed while nobody was listening
                 logger.info("listening on %s", OUTBOX_CHANNEL)
-                await _first(lost, stop)
+                await first_set(lost, stop)
             except Exception as exc:
                 logger.warning("LISTEN failed: %s", f"{type(exc).__name__}: {exc}")
             finally:
+                self.listening.clear()
                 if not connection.is_closed():
                     await connection.close(timeout=5)
             if not stop.is_set():
                 logger.warning("lost the LISTEN connection; polling until it is back")
-                await _wait(stop, _BACKOFF_MIN_SECONDS)
+                await wait_event(stop, BATCH_RETRY.base_delay)
 
     async def _measure_forever(self, stop: asyncio.Event) -> None:
         """Refresh the backlog gauges (every relay does; dashboards take the max)."""
@@ -313,7 +276,7 @@ class OutboxRelay:
                 await measure_backlog(self._session_factory)
             except Exception as exc:
                 logger.warning("outbox backlog not measured: %s", f"{type(exc).__name__}: {exc}")
-            await _wait(stop, interval)
+            await wait_event(stop, interval)
 
     async def _purge_forever(self, stop: asyncio.Event) -> None:
         retention = timedelta(hours=self._settings.outbox_retention_hours)
@@ -331,7 +294,7 @@ class OutboxRelay:
                         deleted,
                         self._settings.outbox_retention_hours,
                     )
-            await _wait(stop, self._settings.outbox_cleanup_interval_seconds)
+            await wait_event(stop, self._settings.outbox_cleanup_interval_seconds)
 
 
 async def measure_backlog(session_factory: async_sessionmaker[AsyncSession]) -> None:
@@ -342,74 +305,3 @@ async def measure_backlog(session_factory: async_sessionmaker[AsyncSession]) -> 
     OUTBOX_BACKLOG.set(count)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
     OUTBOX_OLDEST_AGE.set(max(0.0, age))
-
-
-# --- the process ----------------------------------------------------------------------------
-
-
-async def _connect(settings: Settings, stop: asyncio.Event) -> AbstractRobustConnection | None:
-    """Connect with back-off until the broker answers; ``None`` if stopped first."""
-    failures = 0
-    while not stop.is_set():
-        try:
-            return await connect(
-                settings.amqp_url.get_secret_value(), name=f"{settings.service_name}-relay"
-            )
-        except Exception as exc:
-            failures += 1
-            logger.warning(
-                "RabbitMQ unreachable; orders wait in the outbox. Retrying in %.1f s: %s",
-                backoff(failures),
-                f"{type(exc).__name__}: {exc}",
-            )
-            await _wait(stop, backoff(failures))
-    return None
-
-
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Relay the outbox and consume ``order_processed`` until ``stop`` is set."""
-    engine = build_engine(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-    )
-    session_factory = build_session_factory(engine)
-    redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
-    cache = OrderCache(
-        redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
-    )
-    topology = settings.bus_topology()
-    try:
-        connection = await _connect(settings, stop)
-        if connection is None:
-            return
-        try:
-            channel = connection.channel(publisher_confirms=True)
-            await channel.initialize()
-            exchange = await declare_exchange(channel, topology)
-            subscriber = Subscriber(
-                connection,
-                topology,
-                SUBSCRIBER,
-                EventType.ORDER_PROCESSED,
-                OrderProcessedHandler(session_factory, cache),
-                retry=settings.bus_retry_policy(),
-                outage_retry=settings.bus_outage_retry_policy(),
-                delivery_limit=settings.bus_delivery_limit,
-            )
-            await subscriber.start()
-            publisher = OutboxPublisher(
-                session_factory, exchange, batch_size=settings.relay_batch_size
-            )
-            relay = OutboxRelay(settings, session_factory, publisher, channel)
-            logger.info("outbox relay started", extra={"exchange": topology.exchange})
-            try:
-                await relay.run(stop)
-            finally:
-                await subscriber.stop(SHUTDOWN_GRACE_SECONDS)
-        finally:
-            await connection.close()
-    finally:
-        await redis.aclose()
-        await engine.dispose()
-        logger.info("outbox relay stopped")

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from order_common.bus import BusSettings
-from order_common.settings import ServiceSettings
+from order_common.settings import MetricsPortSettings, RedisSettings, ServiceSettings
+from order_common.tasks import CelerySettings
 
 
-class Settings(ServiceSettings, BusSettings):
+class Settings(ServiceSettings, RedisSettings, BusSettings, CelerySettings, MetricsPortSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_")
 
     service_name: str = "worker"
@@ -17,14 +18,6 @@ class Settings(ServiceSettings, BusSettings):
         default=7 * 86_400, ge=1, description="how long a processed order's marker is kept"
     )
 
-    # Celery's broker is Redis; RabbitMQ stays the event bus only.
-    celery_broker_url: SecretStr = Field(
-        default=SecretStr("redis://127.0.0.1:6379/1"), description="Celery's broker (Redis)"
-    )
-    celery_queue: str = Field(default="orders", description="the Celery queue this worker serves")
-    celery_key_prefix: str = Field(
-        default="", description="kombu `global_keyprefix` of every broker key; equal the consumer's"
-    )
     concurrency: int = Field(default=2, ge=1, description="worker processes (prefork)")
 
     processing_delay_seconds: float = Field(
@@ -60,10 +53,6 @@ class Settings(ServiceSettings, BusSettings):
     # temporary directory unless that variable names one; emptied at start either way).
     metrics_port: int = Field(
         default=9103, ge=0, le=65535, description="port of its Prometheus metrics; 0 turns it off"
-    )
-    metrics_host: str = Field(
-        default="127.0.0.1",
-        description="address the metrics port listens on (`0.0.0.0` in a container)",
     )
 
     @property
