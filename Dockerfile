@@ -146,4 +146,6 @@ USER 101:101
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["curl", "-fsS", "http://127.0.0.1:8000/healthz"]
+# nginx's graceful stop (finish the requests in flight); SIGTERM would cut them.
+STOPSIGNAL SIGQUIT
 CMD ["nginx", "-e", "stderr", "-c", "/tmp/nginx/nginx.conf", "-g", "daemon off;"]
