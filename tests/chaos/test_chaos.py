@@ -138,6 +138,7 @@ CASES = [
         # the unacked tasks through a connection already gone: AttributeError, "Unrecoverable
         # error"); the supervisor starts it again and its tasks come back.
         may_restart=frozenset({"worker"}),
+        short=False,  # until the lost-task gap it finds is closed (README "Failure behaviour")
     ),
     Case(
         "postgres stopped",
@@ -151,7 +152,8 @@ CASES = [
         "worker SIGKILL", short=False, inject=_signal("worker", signal.SIGKILL), restarts="worker"
     ),
     Case("consumer SIGKILL", inject=_signal("consumer", signal.SIGKILL), restarts="consumer"),
-    Case("relay SIGKILL", inject=_signal("relay", signal.SIGKILL), restarts="relay"),
+    # `events` is the outbox relay (and applies `order_processed`): SIGKILL mid-batch.
+    Case("events SIGKILL", inject=_signal("events", signal.SIGKILL), restarts="events"),
     Case(
         "orders API SIGKILL",
         inject=_signal("orders", signal.SIGKILL),
@@ -168,7 +170,7 @@ CASES = [
             allowed_no_answer=frozenset({"refused"}) if process == "gateway" else frozenset(),
             short=process == "gateway",
         )
-        for process in ("worker", "consumer", "relay", "orders", "auth", "gateway")
+        for process in ("worker", "consumer", "events", "orders", "auth", "gateway")
     ),
     Case(
         "redis slow (1 s per packet)",
