@@ -1,5 +1,5 @@
 # Observability: a local Prometheus next to `make run`, and promtool on prometheus/.
-# (`make app` brings Prometheus, Grafana with dashboards/ and Jaeger under docker compose.)
+# (`make app` brings Prometheus, Grafana with observability/dashboards/ and Jaeger under docker compose.)
 PROMETHEUS_PORT ?= 9090
 PROMETHEUS_RUN_DIR := .run/prometheus
 
@@ -20,6 +20,6 @@ prometheus: install prometheus-tools rabbitmq-ui ## Prometheus on :9090 scraping
 		--enable-feature=exemplar-storage --log.level=warn
 
 check-observability: prometheus-tools ## promtool: scrape configs, alert rules and the rules' unit tests
-	@promtool check config prometheus/prometheus.yml prometheus/compose.yml
-	@promtool check rules prometheus/rules/*.yml
-	@promtool test rules prometheus/tests/*.yml
+	@promtool check config observability/prometheus/prometheus.yml observability/prometheus/compose.yml
+	@promtool check rules observability/prometheus/rules/*.yml
+	@promtool test rules observability/prometheus/tests/*.yml

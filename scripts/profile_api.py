@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +36,18 @@ def pids_listening(port: str) -> list[int]:
         ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=False
     ).stdout
     return sorted({int(pid) for pid in re.findall(r"pid=(\d+)", out)})
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far (fields 14 and 15 of /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def top_frames(paths: list[Path], count: int = 15) -> str:
@@ -108,6 +121,7 @@ def main() -> None:
                     )
                     for pid, output in zip(pids, outputs, strict=True)
                 ]
+            cpu_before = cpu_seconds(pids)
             wrk = subprocess.run(
                 [
                     *("wrk", "-t2", "-c32", f"-d{args.seconds}s", "--latency"),
@@ -117,9 +131,13 @@ def main() -> None:
                 text=True,
                 check=False,
             )
+            cpu = cpu_seconds(pids) - cpu_before
             for spy in spies:
                 spy.wait()
             print(f"=== {name}\n{wrk.stdout}{wrk.stderr}")
+            done = re.search(r"(\d+) requests in", wrk.stdout)
+            if done and int(done.group(1)):
+                print(f"orders CPU per request: {1000 * cpu / int(done.group(1)):.2f} ms")
             if spies:
                 print(top_frames([path for path in outputs if path.exists()]))
 

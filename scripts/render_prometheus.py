@@ -1,6 +1,6 @@
-"""Render prometheus/prometheus.yml for a Prometheus next to a `make run` stack (or the test
-stack): each job's target gets the port its process listens on here, taken from the same
-environment variables the stack reads, and the rule files become absolute paths.
+"""Render observability/prometheus/prometheus.yml for a Prometheus next to a `make run` stack
+(or the test stack): each job's target gets the port its process listens on here, taken from
+the same environment variables the stack reads, and the rule files become absolute paths.
 
     python scripts/render_prometheus.py --out .run/prometheus/prometheus.yml [--interval 5s]
 """
@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "prometheus" / "prometheus.yml"
+SOURCE = ROOT / "observability" / "prometheus" / "prometheus.yml"
 
 # job -> (environment variable with its port, the port when it is unset)
 JOB_PORTS: dict[str, tuple[str, int]] = {
     "auth": ("AUTH_PORT", 8001),
     "orders": ("ORDERS_PORT", 8002),
-    "orders-relay": ("ORDERS_RELAY_METRICS_PORT", 9101),
+    "orders-events": ("ORDERS_EVENTS_METRICS_PORT", 9101),
     "event-consumer": ("CONSUMER_METRICS_PORT", 9102),
     "worker": ("WORKER_METRICS_PORT", 9103),
     "rabbitmq": ("RABBITMQ_PROMETHEUS_PORT", 15692),
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     config = render(args.source, {**dotenv(ROOT / ".env"), **os.environ}, interval=args.interval)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        "# Rendered from prometheus/prometheus.yml by scripts/render_prometheus.py\n"
+        "# Rendered from observability/prometheus/prometheus.yml by scripts/render_prometheus.py\n"
         + yaml.safe_dump(config, sort_keys=False)
     )
     print(args.out)

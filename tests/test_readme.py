@@ -42,3 +42,28 @@ def test_the_configuration_table_lists_no_setting_that_nothing_reads() -> None:
             assert f"`{prefix}_{unread}`" not in readme
     for used in ("CONSUMER_CELERY_QUEUE", "WORKER_CELERY_QUEUE", "ORDERS_FORWARDED_ALLOW_IPS"):
         assert f"`{used}`" in readme
+
+
+def test_the_layout_table_lists_every_top_level_entry_and_every_service() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    listed = {
+        name.rstrip("/")
+        for row in re.findall(r"^\| (.+?) \|", section, re.M)
+        for name in re.findall(r"`([^`]+)`", row)
+    }
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    top = {path.split("/")[0] for path in tracked}
+    # A directory counts as listed by its own row or by rows for what it holds.
+    missing = {
+        name
+        for name in top
+        if name not in listed and not any(entry.startswith(f"{name}/") for entry in listed)
+    }
+    assert not missing, f"not in the README layout: {sorted(missing)}"
+    services = {path.split("/")[1] for path in tracked if path.startswith("services/")}
+    assert {f"services/{name}" for name in services} <= listed

@@ -17,7 +17,7 @@ from tests.deploy.conftest import require_tool
 CORE = support.ROOT / "docker-compose.yml"
 OVERLAY = support.ROOT / "docker-compose.observability.yml"
 ENV_EXAMPLE = support.ROOT / ".env.example"
-APPS = ("auth", "api", "orders-relay", "consumer", "celery_worker")
+APPS = ("auth", "api", "orders-events", "consumer", "celery_worker")
 
 
 def compose_config(*files: Path) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_the_services_of_the_quick_start_exist(stack: dict[str, Any]) -> None:
         "migrate",
         "auth",
         "api",
-        "orders-relay",
+        "orders-events",
         "consumer",
         "celery_worker",
         "gateway",
@@ -110,7 +110,7 @@ def test_the_services_of_the_quick_start_exist(stack: dict[str, Any]) -> None:
 
 def test_apps_start_after_migrations_and_their_dependencies(core: dict[str, Any]) -> None:
     services = core["services"]
-    for name in ("auth", "api", "orders-relay"):
+    for name in ("auth", "api", "orders-events"):
         assert (
             services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         )
@@ -183,12 +183,12 @@ def test_observability_overlay_turns_telemetry_on(
         assert overlay["OTEL_SERVICE_NAME"] == env["OTEL_SERVICE_NAME"], name
 
 
-PROMETHEUS_DIR = support.ROOT / "prometheus"
+PROMETHEUS_DIR = support.ROOT / "observability" / "prometheus"
 # job -> (compose service, port): what the rules and dashboards select on, and who serves it.
 SCRAPED = {
     "auth": ("auth", 8001),
     "orders": ("api", 8002),
-    "orders-relay": ("orders-relay", 9101),
+    "orders-events": ("orders-events", 9101),
     "event-consumer": ("consumer", 9102),
     "worker": ("celery_worker", 9103),
     "rabbitmq": ("rabbitmq", 15692),
@@ -196,7 +196,7 @@ SCRAPED = {
 }
 # Processes without an HTTP API: the settings that put their metrics port on the network.
 METRICS_SETTINGS = {
-    "orders-relay": "ORDERS_RELAY_METRICS",
+    "orders-events": "ORDERS_EVENTS_METRICS",
     "consumer": "CONSUMER_METRICS",
     "celery_worker": "WORKER_METRICS",
 }
@@ -208,11 +208,12 @@ def test_prometheus_runs_the_repository_config_and_rules(stack: dict[str, Any]) 
     assert "--config.file=/etc/prometheus/compose.yml" in prometheus["command"]
     assert "--enable-feature=exemplar-storage" in prometheus["command"]
     config = yaml.safe_load((PROMETHEUS_DIR / "compose.yml").read_text())
-    # Relative to the config file: /etc/prometheus/rules/*.yml, i.e. prometheus/rules/.
+    # Relative to the config file: /etc/prometheus/rules/*.yml, i.e.
+    # observability/prometheus/rules/.
     assert config["rule_files"] == ["rules/*.yml"]
     assert list(PROMETHEUS_DIR.glob("rules/*.yml"))
     # The compose copy the repository config replaced is gone.
-    assert not (support.ROOT / "compose" / "observability" / "prometheus.yml").exists()
+    assert not (support.ROOT / "observability" / "prometheus.yml").exists()
 
 
 def test_prometheus_targets_are_the_compose_services(stack: dict[str, Any]) -> None:
@@ -228,7 +229,7 @@ def test_prometheus_targets_are_the_compose_services(stack: dict[str, Any]) -> N
     local = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     assert {j["job_name"] for j in local["scrape_configs"]} <= set(jobs)
     rules = (PROMETHEUS_DIR / "rules" / "order-platform.yml").read_text()
-    assert 'job=~"auth|orders|orders-relay|event-consumer|worker"' in rules
+    assert 'job=~"auth|orders|orders-events|event-consumer|worker"' in rules
 
 
 def test_metrics_ports_listen_on_the_compose_network(core: dict[str, Any]) -> None:
@@ -251,7 +252,7 @@ def test_metrics_ports_listen_on_the_compose_network(core: dict[str, Any]) -> No
 def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
     stack: dict[str, Any],
 ) -> None:
-    provisioning = support.ROOT / "compose" / "observability" / "grafana" / "provisioning"
+    provisioning = support.ROOT / "observability" / "grafana" / "provisioning"
     sources = yaml.safe_load((provisioning / "datasources" / "datasources.yaml").read_text())
     by_type = {s["type"]: s for s in sources["datasources"]}
     assert by_type["jaeger"]["uid"] == "jaeger"
@@ -261,7 +262,7 @@ def test_grafana_links_exemplars_to_jaeger_and_provisions_the_dashboards(
     providers = yaml.safe_load((provisioning / "dashboards" / "dashboards.yaml").read_text())
     path = providers["providers"][0]["options"]["path"]
     grafana = mounts(stack["services"]["grafana"])
-    assert grafana[path] == str(support.ROOT / "dashboards")
+    assert grafana[path] == str(support.ROOT / "observability" / "dashboards")
 
 
 def test_prometheus_config_is_valid() -> None:

@@ -117,7 +117,8 @@ def test_monitoring_stack_picks_up_the_chart_objects() -> None:
         chart["dashboards"]["labelValue"],
     )
     assert kps["grafana"]["sidecar"]["dashboards"]["folderAnnotation"] == "grafana_folder"
-    # The rest of the jobs of prometheus/*.yml (the chart's ServiceMonitor brings the services'),
+    # The rest of the jobs of observability/prometheus/*.yml (the chart's ServiceMonitor brings
+    # the services'),
     # and the exemplars the latency panels link to traces with.
     spec = kps["prometheus"]["prometheusSpec"]
     assert {j["job_name"] for j in spec["additionalScrapeConfigs"]} == {

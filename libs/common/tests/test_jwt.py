@@ -183,3 +183,80 @@ async def test_a_failed_refresh_of_stale_keys_keeps_the_cached_ones(server: KeyS
 
     assert [c.user_id for c in claims] == [42, 42, 42]
     assert server.requests == 2  # one failed refresh, then the throttle
+
+
+# --- the cache of verified tokens -------------------------------------------------------------
+
+
+async def test_a_repeated_token_is_remembered_and_the_cache_is_bounded(server: KeyServer) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(JWKS_URL, issuer=ISS, audience=AUD, http=http, cache_size=2)
+        first = token(key, "k1", jti="a")
+        assert await verifier.verify(first) is await verifier.verify(first)
+        assert verifier.cached_tokens == 1
+        for jti in ("b", "c", "d"):
+            await verifier.verify(token(key, "k1", jti=jti))
+        assert verifier.cached_tokens == 2
+
+
+async def test_a_remembered_token_is_not_accepted_past_its_exp(server: KeyServer) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(JWKS_URL, issuer=ISS, audience=AUD, http=http, leeway=0)
+        short_lived = token(key, "k1", exp=int(time.time()) + 1)
+        assert (await verifier.verify(short_lived)).user_id == 42
+        assert verifier.cached_tokens == 1
+        await asyncio.sleep(max(0.0, (time.time() // 1 + 1) - time.time()) + 0.05)
+
+        with pytest.raises(Unauthorized, match="expired"):
+            await verifier.verify(short_lived)
+        assert verifier.cached_tokens == 0
+
+
+async def test_a_key_rotation_empties_the_cache_so_a_withdrawn_key_stops_at_once(
+    server: KeyServer,
+) -> None:
+    old = server.add_key("old")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        # max_age is long: only the rotation (a new kid seen) fetches the keys again.
+        verifier = JwksVerifier(
+            JWKS_URL, issuer=ISS, audience=AUD, http=http, max_age=3600, min_refresh_interval=0
+        )
+        remembered = token(old, "old")
+        await verifier.verify(remembered)
+        assert verifier.cached_tokens == 1
+        del server.keys["old"]  # auth rotated: the old key is withdrawn
+        new = server.add_key("new")
+
+        assert (await verifier.verify(token(new, "new", jti="n"))).user_id == 42
+        with pytest.raises(Unauthorized, match="unknown signing key"):
+            await verifier.verify(remembered)
+    assert server.requests == 3  # first fetch, the new kid's, the withdrawn kid's retry
+
+
+async def test_a_refresh_that_changes_nothing_keeps_the_cache(server: KeyServer) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(
+            JWKS_URL, issuer=ISS, audience=AUD, http=http, max_age=0.1, min_refresh_interval=0
+        )
+        await verifier.verify(token(key, "k1"))
+        await asyncio.sleep(0.15)
+        await verifier.verify(token(key, "k1", jti="other"))  # max_age passed: fetched again
+        assert server.requests == 2
+        assert verifier.cached_tokens == 2
+
+
+async def test_a_bad_signature_is_never_remembered(server: KeyServer) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(JWKS_URL, issuer=ISS, audience=AUD, http=http)
+        valid = token(key, "k1")
+        await verifier.verify(valid)
+        header, payload, signature = valid.split(".")
+        forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                await verifier.verify(forged)
+        assert verifier.cached_tokens == 1

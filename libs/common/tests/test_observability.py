@@ -211,8 +211,15 @@ def _configured(env: dict[str, str]) -> dict[str, object]:
         ]
         resource = getattr(provider, "resource", None)
         service = resource.attributes.get("service.name") if resource else None
+        sampler = getattr(provider, "sampler", None)
+        with trace.get_tracer("t").start_as_current_span("request") as span:
+            with trace.get_tracer("t").start_as_current_span("query") as child:
+                ids = [format(s.get_span_context().trace_id, "032x") for s in (span, child)]
+                recording = span.is_recording()
         print(json.dumps({"provider": type(provider).__name__, "service": service,
-                          "exporters": exporters}))
+                          "exporters": exporters, "recording": recording,
+                          "sampler": sampler.get_description() if sampler else None,
+                          "trace_ids": ids}))
         """
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -256,6 +263,33 @@ def test_tracing_is_configured_by_the_standard_otel_variables_only(
     else:
         assert len(exporters) == 1
         assert f"proto.{exporter}" in exporters[0]
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_keep_their_ids() -> None:
+    configured = _configured({})
+    assert configured["recording"] is False
+    assert configured["sampler"] == "AlwaysOffSampler"
+    parent, child = configured["trace_ids"]  # type: ignore[misc]
+    assert parent == child
+    assert parent != "0" * 32  # a real trace id, for the logs and the messages
+
+
+@pytest.mark.parametrize(
+    ("env", "sampler", "recording"),
+    [
+        ({}, "ParentBased{root:TraceIdRatioBased{1.0}", True),
+        ({"OTEL_TRACES_SAMPLER_ARG": "0.25"}, "ParentBased{root:TraceIdRatioBased{0.25}", None),
+        ({"OTEL_TRACES_SAMPLER_ARG": "0"}, "ParentBased{root:TraceIdRatioBased{0.0}", False),
+        ({"OTEL_TRACES_SAMPLER": "always_off"}, "AlwaysOffSampler", False),
+    ],
+)
+def test_an_exporting_process_samples_by_parent_and_ratio(
+    env: dict[str, str], sampler: str, recording: bool | None
+) -> None:
+    configured = _configured({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **env})
+    assert str(configured["sampler"]).startswith(sampler)
+    if recording is not None:
+        assert configured["recording"] is recording
 
 
 def test_otel_sdk_disabled_leaves_tracing_off() -> None:

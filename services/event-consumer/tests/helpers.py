@@ -6,13 +6,17 @@ import base64
 import json
 from typing import Any
 
+import aio_pika
 import redis.asyncio as aioredis
+from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import REGISTRY
 
+from event_consumer.consumer import SUBSCRIBER
 from event_consumer.settings import Settings
 from order_common import testing
 from order_common.testing import Check, new_order_event
 
-__all__ = ["celery_tasks", "eventually", "new_order_event"]
+__all__ = ["celery_tasks", "consumers", "eventually", "handled", "new_order_event", "paused"]
 
 
 async def eventually(check: Check, timeout: float = 15.0) -> None:
@@ -34,3 +38,27 @@ async def celery_tasks(settings: Settings) -> list[dict[str, Any]]:
         _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         tasks.append({"task": message["headers"]["task"], "kwargs": kwargs})
     return tasks
+
+
+async def consumers(amqp: AbstractRobustConnection, queue: str) -> int:
+    channel = await amqp.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.consumer_count or 0)
+    except aio_pika.exceptions.ChannelClosed:  # not declared yet
+        return 0
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+def handled(result: str) -> float:
+    """``bus_events_consumed_total`` of this consumer's ``new_order`` with ``result``."""
+    labels = {"subscriber": SUBSCRIBER, "event_type": "new_order", "result": result}
+    return REGISTRY.get_sample_value("bus_events_consumed_total", labels) or 0.0
+
+
+def paused() -> bool:
+    """Whether this consumer's ``new_order`` subscriber waits out an unreachable dependency."""
+    labels = {"subscriber": SUBSCRIBER, "event_type": "new_order"}
+    return (REGISTRY.get_sample_value("bus_consumer_paused", labels) or 0.0) == 1.0

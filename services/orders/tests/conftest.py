@@ -282,12 +282,14 @@ async def relay_settings(
 
 
 @asynccontextmanager
-async def running_relay(settings: Settings) -> AsyncIterator[None]:
-    """``orders-service relay`` as a task of the test's event loop."""
+async def running_relay(settings: Settings) -> AsyncIterator[events.EventsProcess]:
+    """``orders-service events`` (the relay and the order_processed subscriber) as a task of
+    the test's event loop (``process.started`` tells when it has connected)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(events.run(settings, stop))
+    process = events.EventsProcess(settings)
+    task = asyncio.create_task(process.run(stop))
     try:
-        yield
+        yield process
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)

@@ -241,10 +241,13 @@ async def test_forged_token_returns_401(
             case _:
                 raise AssertionError(forgery)
 
-    response = await client.get(
-        f"/orders/user/{user.id}/", headers={"Authorization": f"Bearer {token}"}
-    )
+    # The real token is verified and remembered first: a forgery made from it (same header,
+    # same claims) must still be checked, never answered from the cache of verified tokens.
+    url = f"/orders/user/{user.id}/"
+    genuine = await client.get(url, headers={"Authorization": f"Bearer {real}"})
+    response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
 
+    assert genuine.status_code == 200, genuine.text
     assert response.status_code == 401, (forgery, response.text)
     assert response.headers["WWW-Authenticate"] == "Bearer"
 

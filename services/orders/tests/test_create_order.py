@@ -225,11 +225,10 @@ async def test_created_order_is_cached(
 ) -> None:
     created = await place_order(user)
 
-    cached = redis_client.get(app.state.cache.key(uuid.UUID(created["id"])))
+    cached = await app.state.cache.get_entry(uuid.UUID(created["id"]))
     assert cached is not None
-    entry = json.loads(cached)
-    assert {key: entry[key] for key in created} == created
-    assert entry["version"] == 1
+    assert json.loads(cached.body) == created
+    assert (cached.version, cached.user_id) == (1, user.id)
     assert 0 < redis_client.ttl(app.state.cache.key(uuid.UUID(created["id"]))) <= 300
 
 

@@ -15,12 +15,18 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 from httpx import AsyncClient
+from prometheus_client import REGISTRY
 from redis import Redis
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
+from order_common.bus import (
+    dead_letter_queue_name,
+    declare_exchange,
+    declare_subscription,
+    publish_envelope,
+)
 from order_common.dlq import count_messages, peek
 from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
@@ -82,9 +88,10 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     assert not again.changed
     assert again.order.processed_at == first_at
     assert await version_of(db, order["id"]) == 2
-    cached = json.loads(redis_client.get(cache.key(first.order.id)) or b"{}")
-    assert cached["version"] == 2
-    assert datetime.fromisoformat(cached["processed_at"]) == first_at
+    entry = await cache.get_entry(first.order.id)
+    assert entry is not None
+    assert entry.version == 2
+    assert datetime.fromisoformat(json.loads(entry.body)["processed_at"]) == first_at
 
     fetched = (await client.get(f"/orders/{order['id']}/", headers=user.headers)).json()
     assert datetime.fromisoformat(fetched["processed_at"]) == first_at
@@ -224,4 +231,82 @@ async def test_order_processed_waits_for_an_unreachable_database_and_is_never_de
         await proxy.close()
     assert datetime.fromisoformat(fetched["processed_at"]) == at
     assert await count_messages(channel, dlq) == 0
+    await channel.close()
+
+
+def _consumed(result: str) -> float:
+    labels = {"subscriber": SUBSCRIBER, "event_type": "order_processed", "result": result}
+    return REGISTRY.get_sample_value("bus_events_consumed_total", labels) or 0.0
+
+
+async def test_a_backlog_of_reports_is_applied_in_batches_each_order_once(
+    relay_settings: Callable[..., Settings],
+    relay_database_url: str,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+    start_app: Any,
+    user: User,
+) -> None:
+    """Thirty orders, each reported three times (the first report, the same event again, and a
+    second report of the task), plus a report of an order that does not exist, all waiting in
+    the queue: they are applied a batch per transaction, each order exactly once, with the
+    first report's time; the duplicates change nothing and the unknown one is dead-lettered."""
+    settings = relay_settings()
+    topology = settings.bus_topology()
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, topology)
+    # The queue exists before the process starts, so the reports wait in it together.
+    await declare_subscription(channel, topology, SUBSCRIBER, EventType.ORDER_PROCESSED)
+    dlq = dead_letter_queue_name(topology.queue_name(SUBSCRIBER, EventType.ORDER_PROCESSED))
+    async with start_app(database_url=relay_database_url) as (_, client):
+        created = [
+            await client.post("/orders/", json=VALID_ORDER, headers=user.headers) for _ in range(30)
+        ]
+    order_ids = [response.json()["id"] for response in created]
+    first_at = datetime.now(UTC)
+    reports = []
+    for order_id in order_ids:
+        first = processed(order_id, first_at)
+        reports += [first, first, processed(order_id, first_at + timedelta(seconds=30))]
+    reports.append(processed(uuid.uuid4(), first_at))
+    await asyncio.gather(*(publish_envelope(exchange, report) for report in reports))
+
+    updates: list[str] = []
+
+    def count_updates(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE orders"):
+            updates.append(statement)
+
+    before = {result: _consumed(result) for result in ("ok", "duplicate", "dead_lettered")}
+    event.listen(Engine, "before_cursor_execute", count_updates)
+    try:
+        async with running_relay(settings):
+            await eventually(
+                lambda: (
+                    _consumed("ok") + _consumed("duplicate") + _consumed("dead_lettered")
+                    == sum(before.values()) + len(reports)
+                ),
+                timeout=20,
+            )
+    finally:
+        event.remove(Engine, "before_cursor_execute", count_updates)
+
+    assert _consumed("ok") == before["ok"] + 30
+    assert _consumed("duplicate") == before["duplicate"] + 60
+    assert _consumed("dead_lettered") == before["dead_lettered"] + 1
+    assert 1 <= len(updates) <= 10, f"{len(updates)} UPDATEs for 30 orders: not batched"
+    async with relay_db.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT processed_at, version FROM orders WHERE id = ANY(:ids)"),
+                {"ids": [uuid.UUID(order_id) for order_id in order_ids]},
+            )
+        ).all()
+    assert len(rows) == 30
+    assert {(row.processed_at, row.version) for row in rows} == {(first_at, 2)}
+    assert await count_messages(channel, dlq) == 1
+    assert (
+        await count_messages(channel, topology.queue_name(SUBSCRIBER, EventType.ORDER_PROCESSED))
+        == 0
+    )
     await channel.close()

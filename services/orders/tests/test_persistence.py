@@ -8,12 +8,15 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from order_common.db import asyncpg_dsn
+from order_common.testing import eventually
 from orders_service.models import Base
+from orders_service.notifier import OutboxNotifier
 from orders_service.repository import OUTBOX_CHANNEL, OutboxRepository
 
 from .conftest import User
@@ -54,16 +57,51 @@ async def test_database_constraints_refuse_bad_rows(
             )
 
 
-async def test_committed_order_notifies_the_outbox_channel(
-    database_url: str, user: User, place_order: PlaceOrder
+async def test_committed_order_notifies_the_outbox_channel_after_its_commit(
+    database_url: str, db: AsyncEngine, user: User, place_order: PlaceOrder
 ) -> None:
+    """The NOTIFY comes after the order's commit, not inside its transaction (where it would
+    take a database-wide lock that every committing order queues behind): when it is heard,
+    the new outbox row is already visible to another connection."""
     dsn = asyncpg_dsn(database_url)
     conn = await asyncpg.connect(dsn)
+    async with db.connect() as check:
+        before = (await check.execute(text("SELECT count(*) FROM outbox_events"))).scalar_one()
+    seen_at_notify: list[int] = []
     heard = asyncio.Event()
-    await conn.add_listener(OUTBOX_CHANNEL, lambda *_: heard.set())
+
+    async def on_notify() -> None:
+        async with db.connect() as check:
+            count = (await check.execute(text("SELECT count(*) FROM outbox_events"))).scalar_one()
+        seen_at_notify.append(count)
+        heard.set()
+
+    tasks: list[asyncio.Task[None]] = []
+    await conn.add_listener(
+        OUTBOX_CHANNEL, lambda *_: tasks.append(asyncio.ensure_future(on_notify()))
+    )
     try:
         await place_order(user)
         await asyncio.wait_for(heard.wait(), timeout=5)
+    finally:
+        await conn.close()
+        await asyncio.gather(*tasks)
+    assert seen_at_notify[0] >= before + 1
+
+
+async def test_notifies_asked_for_together_are_sent_as_one(app: FastAPI, database_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    heard: list[object] = []
+    await conn.add_listener(OUTBOX_CHANNEL, lambda *args: heard.append(args))
+    notifier: OutboxNotifier = app.state.outbox_notifier
+    try:
+        sent = notifier.sent
+        for _ in range(100):  # a hundred commits while no NOTIFY is on its way
+            notifier.notify()
+        await eventually(lambda: notifier.sent > sent)
+        await asyncio.sleep(0.3)  # room for a second one to show up
+        assert notifier.sent == sent + 1
+        assert len(heard) == 1
     finally:
         await conn.close()
 

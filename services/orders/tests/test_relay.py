@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import connect, declare_exchange
@@ -202,17 +203,26 @@ async def test_two_relays_over_one_backlog_publish_each_event_once(
 
 async def test_a_notify_wakes_the_relay_long_before_its_poll(
     relay_settings: MakeSettings,
-    relay_db: AsyncEngine,
+    relay_database_url: str,
     amqp: AbstractRobustConnection,
-    caplog: pytest.LogCaptureFixture,
+    start_app: Any,
+    user: User,
 ) -> None:
+    """The API's NOTIFY, sent after the order's commit, wakes the relay: the event is out in
+    well under a second although the relay would poll only after a minute."""
     settings = relay_settings(relay_poll_interval_seconds=60)
-    caplog.set_level(logging.INFO, logger="orders_service.relay")
-    async with published_events(amqp, settings) as seen, running_relay(settings):
-        await eventually(lambda: any("listening on" in r.getMessage() for r in caplog.records))
+    async with (
+        published_events(amqp, settings) as seen,
+        start_app(database_url=relay_database_url) as (_, client),
+        running_relay(settings) as process,
+    ):
+        await asyncio.wait_for(process.started.wait(), timeout=10)
+        assert process.relay is not None
+        await asyncio.wait_for(process.relay.listening.wait(), timeout=10)
         await asyncio.sleep(0.2)  # the first poll ran on the empty outbox; now only NOTIFY
-        [event_id] = await add_outbox_events(relay_db, 1)
-        await eventually(lambda: seen == [event_id], timeout=3)
+        response = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+        assert response.status_code == 201, response.text
+        await eventually(lambda: len(seen) == 1, timeout=3)
 
 
 async def test_events_the_broker_nacks_stay_unpublished_until_it_confirms(
@@ -298,3 +308,123 @@ async def test_published_events_past_retention_are_deleted_and_unpublished_never
 
     assert deleted == 1 + len(more_old)
     assert set(await outbox_rows(relay_db)) == {recent_published, old_unpublished}
+
+
+class FaultyExchange:
+    """The real exchange of the test, with a fault injected into the relay's batch: publishing
+    the message ``fail_id`` fails once (as one the broker never confirmed), and
+    ``after_last`` runs once the ``batch``-th publish was confirmed."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        *,
+        fail_id: str | None = None,
+        batch: int = 0,
+        after_last: Callable[[], Any] | None = None,
+    ) -> None:
+        self._exchange = exchange
+        self._fail_id = fail_id
+        self._batch = batch
+        self._after_last = after_last
+        self._confirmed = 0
+
+    @property
+    def name(self) -> str:
+        return str(self._exchange.name)
+
+    async def publish(self, message: aio_pika.Message, *args: Any, **kwargs: Any) -> Any:
+        if self._fail_id is not None and message.message_id == self._fail_id:
+            self._fail_id = None
+            raise ConnectionResetError("the link dropped under this publish")
+        confirm = await self._exchange.publish(message, *args, **kwargs)
+        self._confirmed += 1
+        if self._after_last is not None and self._confirmed == self._batch:
+            await self._after_last()
+        return confirm
+
+
+async def test_a_publish_failing_mid_batch_leaves_only_its_event_for_the_next_batch(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    settings = relay_settings()
+    event_ids = await add_outbox_events(relay_db, 20)
+    async with published_events(amqp, settings) as seen:
+        channel = await amqp.channel()
+        exchange = FaultyExchange(
+            await declare_exchange(channel, settings.bus_topology()), fail_id=event_ids[7]
+        )
+        publisher = OutboxPublisher(
+            build_session_factory(relay_db),
+            exchange,  # type: ignore[arg-type]
+            batch_size=20,
+        )
+
+        # All 20 are in flight at once; the one that failed stays, the 19 others are marked.
+        assert await publisher.publish_batch() == BatchResult(claimed=20, published=19, failed=1)
+        rows = await outbox_rows(relay_db)
+        assert [k for k, row in rows.items() if row["published_at"] is None] == [event_ids[7]]
+        assert rows[event_ids[7]]["attempts"] == 1
+
+        assert await publisher.publish_batch() == BatchResult(claimed=1, published=1, failed=0)
+        assert await publisher.publish_batch() == BatchResult()
+        await eventually(lambda: len(seen) == 20)
+        await asyncio.sleep(0.5)  # room for a duplicate to show up
+        await channel.close()
+
+    assert Counter(seen) == Counter(event_ids)  # every event, each exactly once
+    assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_a_crash_between_publishing_and_marking_publishes_again_under_the_same_ids(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    """The broker confirmed the whole batch, then the relay's database connection died before
+    the published mark committed (a crash, a failover): the rows are still unpublished and the
+    next batch sends them again -- with the same event ids and bodies, which is what every
+    consumer de-duplicates on (at least once, never lost)."""
+    settings = relay_settings()
+    event_ids = await add_outbox_events(relay_db, 10)
+
+    async def crash() -> None:
+        async with relay_db.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+
+    bodies: dict[str, set[bytes]] = {}
+    deliveries: Counter[str] = Counter()
+    channel = await amqp.channel()
+    real = await declare_exchange(channel, settings.bus_topology())
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(real, routing_key="#")
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        bodies.setdefault(str(message.message_id), set()).add(message.body)
+        deliveries[str(message.message_id)] += 1
+        await message.ack()
+
+    await queue.consume(on_message)
+    crashing = OutboxPublisher(
+        build_session_factory(relay_db),
+        FaultyExchange(real, batch=10, after_last=crash),  # type: ignore[arg-type]
+        batch_size=10,
+    )
+    with pytest.raises(DBAPIError):  # the connection died under the published mark
+        await crashing.publish_batch()
+    rows = await outbox_rows(relay_db)
+    assert {row["published_at"] for row in rows.values()} == {None}
+
+    publisher = OutboxPublisher(build_session_factory(relay_db), real, batch_size=10)
+    assert await publisher.publish_batch() == BatchResult(claimed=10, published=10, failed=0)
+    await eventually(lambda: sum(deliveries.values()) == 20)
+    await asyncio.sleep(0.3)  # room for a third copy to show up
+    await channel.close()
+
+    # Each event twice, both copies byte for byte the same event (one body per id).
+    assert deliveries == Counter({event_id: 2 for event_id in event_ids})
+    assert all(len(copies) == 1 for copies in bodies.values())
+    assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())

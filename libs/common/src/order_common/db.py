@@ -108,6 +108,9 @@ class UnitOfWork:
             await self.session.close()
 
     async def commit(self) -> None:
+        # The pending INSERTs and UPDATEs go out first: a dead connection found by them is
+        # found before any COMMIT was sent, so ``retry_on_disconnect`` may run the work again.
+        await self.session.flush()
         self.commit_started = True
         await self.session.commit()
 

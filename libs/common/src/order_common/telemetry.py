@@ -5,8 +5,10 @@ child, after the fork). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_EN
 spans go to that OTLP receiver (``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf``, the
 default, or ``grpc``); without it no exporter runs, though trace ids are still made, so the
 logs of one request or one order share a ``trace_id`` across processes. ``OTEL_SDK_DISABLED``,
-``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
-``OTEL_PROPAGATORS`` and ``OTEL_BSP_*`` work as the specification says.
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` (+ ``_ARG``;
+unset: parent-based, ratio ``OTEL_TRACES_SAMPLER_ARG`` or 1), ``OTEL_PROPAGATORS`` and
+``OTEL_BSP_*`` work as the specification says. Without an exporter no span is recorded (they
+cost next to nothing) but every one still has its ids.
 
 Libraries traced: FastAPI (``instrument_app``), SQLAlchemy (each engine built by
 ``order_common.db.build_engine``; the asyncpg driver is not traced as well, which would
@@ -116,12 +118,20 @@ def setup_telemetry(service_name: str) -> None:
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-        provider = TracerProvider(resource=resource)
         exporter = _exporter()
+        # Without an exporter nothing is recorded: every span is left unsampled (no attributes,
+        # no events, nothing buffered: instrumentations skip their work for such a span), yet
+        # each still has its ids, so the logs of one request or one order share a trace_id.
+        # With one, the sampler is the standard OTEL_TRACES_SAMPLER (+ _ARG), by default
+        # parent-based: a trace is kept or dropped whole, wherever it started.
+        provider = TracerProvider(
+            resource=resource, sampler=_sampler() if exporter is not None else ALWAYS_OFF
+        )
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
@@ -134,6 +144,21 @@ def setup_telemetry(service_name: str) -> None:
             if exporter
             else "no exporter (OTEL_EXPORTER_OTLP_ENDPOINT unset)",
         )
+
+
+def _sampler() -> Any:
+    """None when OTEL_TRACES_SAMPLER names one (the SDK reads it, with its _ARG); unset, a
+    parent-based ratio sampler with OTEL_TRACES_SAMPLER_ARG as its ratio (1.0: every trace)."""
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
+    except ValueError:
+        logger.warning("OTEL_TRACES_SAMPLER_ARG is not a number; sampling every trace")
+        ratio = 1.0
+    return ParentBasedTraceIdRatio(min(1.0, max(0.0, ratio)))
 
 
 def _instrumentor(module: str, name: str) -> Any:

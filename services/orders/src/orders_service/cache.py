@@ -1,33 +1,61 @@
 """The order cache in Redis. It is an optimisation only: every Redis failure is logged, counted
-and answered from PostgreSQL, never turned into an error response."""
+and answered from PostgreSQL, never turned into an error response.
+
+An entry is ``o1 <version> <user_id> <body>``: the row version (for the guard below), the
+owner (checked on every hit), and the response body exactly as the API serialises the order
+(``order_json``), so a hit is answered with the stored bytes, without a model round trip."""
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
 
-from pydantic import ValidationError
+from limits import RateLimitItem
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from order_common.orders import OrderRead
+from order_common.ratelimit import RateLimiter
 from orders_service.metrics import CACHE_OPERATIONS
 
 logger = logging.getLogger(__name__)
 
+# What FastAPI does with a route's response_model: the TypeAdapter's dump_json, by alias.
+_ORDER = TypeAdapter(OrderRead)
+_ENTRY = re.compile(rb"o1 (\d{1,19}) (\d{1,19}) (\{.*\})\Z", re.S)
+
+
+def order_json(order: OrderRead) -> bytes:
+    """The order as the API answers it, byte for byte."""
+    return _ORDER.dump_json(order, by_alias=True)
+
+
+def _entry_value(version: int, user_id: int, body: bytes) -> bytes:
+    return b"o1 %d %d %s" % (version, user_id, body)
+
+
 # Store the entry unless the cached one has a higher version. Writers finish in any order
 # (a request that read the row before a PATCH may fill the cache after the PATCH refreshed
-# it); comparing versions atomically keeps the newest state.
+# it); comparing versions atomically keeps the newest state. An entry of the JSON form that
+# came before (`{..., "version": N}`) is compared by its version too, so a rolling upgrade
+# keeps the guard.
 _STORE_IF_NOT_OLDER = """
 local current = redis.call('GET', KEYS[1])
 if current then
-  local ok, cached = pcall(cjson.decode, current)
-  if ok and type(cached) == 'table' then
-    local cached_version = tonumber(cached['version'])
-    if cached_version and cached_version > tonumber(ARGV[2]) then
-      return 0
+  local cached_version = tonumber(string.match(current, '^o1 (%d+) '))
+  if not cached_version then
+    local ok, cached = pcall(cjson.decode, current)
+    if ok and type(cached) == 'table' then
+      cached_version = tonumber(cached['version'])
     end
+  end
+  if cached_version and cached_version > tonumber(ARGV[2]) then
+    return 0
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
@@ -35,6 +63,13 @@ return 1
 """
 
 _FAILURES = (RedisError, OSError)
+
+
+@dataclass(frozen=True)
+class CachedOrder:
+    version: int
+    user_id: int
+    body: bytes  # order_json of the order at that version
 
 
 class OrderCache:
@@ -47,39 +82,94 @@ class OrderCache:
     def key(self, order_id: uuid.UUID) -> str:
         return f"{self._key_prefix}:order:{order_id}"
 
-    async def get(self, order_id: uuid.UUID) -> OrderRead | None:
+    async def get_entry(self, order_id: uuid.UUID) -> CachedOrder | None:
         try:
-            raw = await self._redis.get(self.key(order_id))
+            raw = cast(bytes | None, await self._redis.get(self.key(order_id)))
         except _FAILURES as exc:
             self._failed("get", order_id, exc)
             return None
+        return self._entry(order_id, raw)
+
+    async def get_rate_limited(
+        self,
+        order_id: uuid.UUID,
+        limiter: RateLimiter,
+        limit: RateLimitItem,
+        scope: str,
+        *identifiers: str,
+    ) -> CachedOrder | None:
+        """The rate limit check (429 when spent) and the entry, in one Redis round trip."""
+        read = await limiter.hit_and_get(limit, scope, *identifiers, key=self.key(order_id))
+        if not read.ok:
+            CACHE_OPERATIONS.labels(op="get", result="error").inc()
+            logger.warning(
+                "order cache unavailable, using the database",
+                extra={"op": "get", "order_id": str(order_id)},
+            )
+            return None
+        return self._entry(order_id, read.value)
+
+    async def get(self, order_id: uuid.UUID) -> OrderRead | None:
+        entry = await self.get_entry(order_id)
+        return None if entry is None else OrderRead.model_validate_json(entry.body)
+
+    def _entry(self, order_id: uuid.UUID, raw: bytes | None) -> CachedOrder | None:
         if raw is None:
             CACHE_OPERATIONS.labels(op="get", result="miss").inc()
             return None
-        try:
-            # The entry is OrderRead's JSON plus its "version", which validation ignores.
-            order = OrderRead.model_validate_json(raw)
-        except ValidationError as exc:
+        # Only this service writes entries, so the shape check is enough: the body was
+        # serialised from a validated OrderRead. Anything else (an entry of the JSON form that
+        # came before, a stray write) is read from the database and replaced.
+        match = _ENTRY.match(raw)
+        if match is None:
             CACHE_OPERATIONS.labels(op="get", result="invalid").inc()
             logger.warning(
                 "unreadable order cache entry, reading the database",
-                extra={"order_id": str(order_id), "error": str(exc)},
+                extra={"order_id": str(order_id)},
             )
             return None
         CACHE_OPERATIONS.labels(op="get", result="hit").inc()
-        return order
+        return CachedOrder(int(match[1]), int(match[2]), match[3])
 
-    async def put(self, order: OrderRead, version: int) -> None:
-        """Cache ``order`` as of row ``version``; an entry of a later version is kept."""
-        value = json.dumps({**order.model_dump(mode="json"), "version": version})
+    async def put(self, order: OrderRead, version: int) -> bytes:
+        """Cache ``order`` as of row ``version``; an entry of a later version is kept. Returns
+        the order's body (``order_json``), for a caller that answers with it."""
+        body = order_json(order)
+        value = _entry_value(version, order.user_id, body)
         try:
             stored = await self._store(
                 keys=[self.key(order.id)], args=[value, version, self._ttl_seconds]
             )
         except _FAILURES as exc:
             self._failed("put", order.id, exc)
-            return
+            return body
         CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
+        return body
+
+    async def put_many(self, entries: Sequence[tuple[OrderRead, int]]) -> None:
+        """``put`` for each (order, version), in one round trip."""
+        if not entries:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for order, version in entries:
+                    value = _entry_value(version, order.user_id, order_json(order))
+                    await self._store(
+                        keys=[self.key(order.id)],
+                        args=[value, version, self._ttl_seconds],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except _FAILURES as exc:
+            CACHE_OPERATIONS.labels(op="put", result="error").inc(len(entries))
+            logger.warning(
+                "order cache unavailable for %d entries, using the database",
+                len(entries),
+                extra={"op": "put", "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return
+        for stored in results:
+            CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
 
     def _failed(self, op: str, order_id: uuid.UUID, exc: BaseException) -> None:
         CACHE_OPERATIONS.labels(op=op, result="error").inc()

@@ -5,18 +5,19 @@ request."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from order_common.errors import Unauthorized
 from order_common.jwt import JwksVerifier, TokenClaims
 from order_common.ratelimit import RateLimiter
-from orders_service.cache import OrderCache
+from orders_service.cache import CachedOrder, OrderCache
 from orders_service.schemas import CURSOR_PATTERN, Cursor
 from orders_service.service import Idempotency
 from orders_service.settings import Settings
@@ -35,7 +36,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_uow(request: Request) -> OrdersUnitOfWork:
-    return OrdersUnitOfWork(request.app.state.session_factory)
+    return OrdersUnitOfWork(
+        request.app.state.session_factory,
+        on_outbox_commit=request.app.state.outbox_notifier.notify,
+    )
 
 
 UoW = Annotated[OrdersUnitOfWork, Depends(get_uow)]
@@ -62,10 +66,40 @@ async def get_current_user(
 CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]
 
 
+RATE_LIMIT_SCOPE = "orders"
+
+
 async def enforce_rate_limit(request: Request, user: CurrentUser) -> None:
     """Per user, shared by every replica through Redis; 429 with Retry-After when spent."""
     limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.hit(request.app.state.orders_rate_limit, "orders", str(user.user_id))
+    await limiter.hit(request.app.state.orders_rate_limit, RATE_LIMIT_SCOPE, str(user.user_id))
+
+
+OrderId = Annotated[uuid.UUID, Path(description="The order's `id`, as `POST /orders/` answered.")]
+
+
+@dataclass(frozen=True)
+class OrderLookup:
+    order_id: uuid.UUID
+    cached: CachedOrder | None  # None: not cached, or Redis did not answer
+
+
+async def rate_limited_cache_read(
+    request: Request, user: CurrentUser, order_id: OrderId, cache: Cache
+) -> OrderLookup:
+    """``enforce_rate_limit`` for ``GET /orders/{id}/``, with the order's cache entry read in
+    the same Redis round trip."""
+    cached = await cache.get_rate_limited(
+        order_id,
+        request.app.state.rate_limiter,
+        request.app.state.orders_rate_limit,
+        RATE_LIMIT_SCOPE,
+        str(user.user_id),
+    )
+    return OrderLookup(order_id, cached)
+
+
+RateLimitedLookup = Annotated[OrderLookup, Depends(rate_limited_cache_read)]
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,8 @@ import logging
 from order_common.bus import connect_retrying, declare_exchange
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.events import EventType
-from order_common.subscriber import Subscriber
 from orders_service.cache import OrderCache
-from orders_service.order_processed import SUBSCRIBER, OrderProcessedHandler
+from orders_service.order_processed import OrderProcessedHandler, order_processed_subscriber
 from orders_service.relay import OutboxPublisher, OutboxRelay
 from orders_service.settings import Settings
 
@@ -29,54 +27,61 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20.0
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Relay the outbox and apply ``order_processed`` until ``stop`` is set."""
-    engine = build_engine(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-    )
-    session_factory = build_session_factory(engine)
-    redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
-    cache = OrderCache(
-        redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
-    )
-    topology = settings.bus_topology()
-    try:
-        connection = await connect_retrying(
-            settings.amqp_url.get_secret_value(),
-            name=f"{settings.service_name}-events",
-            stop=stop,
+class EventsProcess:
+    """The process's resources and its two jobs. ``relay`` is there once ``started`` is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = asyncio.Event()
+        self.relay: OutboxRelay | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay the outbox and apply ``order_processed`` until ``stop`` is set."""
+        settings = self.settings
+        engine = build_engine(
+            settings.database_url.get_secret_value(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
         )
-        if connection is None:
-            return
+        session_factory = build_session_factory(engine)
+        redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
+        cache = OrderCache(
+            redis, key_prefix=settings.redis_key_prefix, ttl_seconds=settings.cache_ttl_seconds
+        )
+        topology = settings.bus_topology()
         try:
-            channel = connection.channel(publisher_confirms=True)
-            await channel.initialize()
-            exchange = await declare_exchange(channel, topology)
-            subscriber = Subscriber(
-                connection,
-                topology,
-                SUBSCRIBER,
-                EventType.ORDER_PROCESSED,
-                OrderProcessedHandler(session_factory, cache),
-                retry=settings.bus_retry_policy(),
-                outage_retry=settings.bus_outage_retry_policy(),
-                delivery_limit=settings.bus_delivery_limit,
+            connection = await connect_retrying(
+                settings.amqp_url.get_secret_value(),
+                name=f"{settings.service_name}-events",
+                stop=stop,
             )
-            await subscriber.start()
-            publisher = OutboxPublisher(
-                session_factory, exchange, batch_size=settings.relay_batch_size
-            )
-            relay = OutboxRelay(settings, session_factory, publisher, channel)
-            logger.info("outbox relay started", extra={"exchange": topology.exchange})
+            if connection is None:
+                return
             try:
-                await relay.run(stop)
+                channel = connection.channel(publisher_confirms=True)
+                await channel.initialize()
+                exchange = await declare_exchange(channel, topology)
+                subscriber = order_processed_subscriber(
+                    connection, settings, OrderProcessedHandler(session_factory, cache)
+                )
+                await subscriber.start()
+                publisher = OutboxPublisher(
+                    session_factory, exchange, batch_size=settings.relay_batch_size
+                )
+                self.relay = OutboxRelay(settings, session_factory, publisher, channel)
+                logger.info("outbox relay started", extra={"exchange": topology.exchange})
+                self.started.set()
+                try:
+                    await self.relay.run(stop)
+                finally:
+                    await subscriber.stop(SHUTDOWN_GRACE_SECONDS)
             finally:
-                await subscriber.stop(SHUTDOWN_GRACE_SECONDS)
+                await connection.close()
         finally:
-            await connection.close()
-    finally:
-        await redis.aclose()
-        await engine.dispose()
-        logger.info("outbox relay stopped")
+            await redis.aclose()
+            await engine.dispose()
+            logger.info("outbox relay stopped")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    await EventsProcess(settings).run(stop)

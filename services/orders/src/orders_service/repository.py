@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import DateTime, Uuid, column, delete, func, select, tuple_, update, values
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,8 @@ from order_common.events import Envelope
 from order_common.telemetry import inject_headers
 from orders_service.models import IdempotencyKey, Order, OutboxEvent
 
-# Relays LISTEN here; the NOTIFY is sent only when the writing transaction commits.
+# Relays LISTEN here. The API NOTIFYs it after a commit that wrote outbox rows, outside the
+# transaction (orders_service.notifier).
 OUTBOX_CHANNEL = "orders_outbox"
 
 
@@ -33,6 +34,34 @@ class OrderRepository:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         result: Order | None = await self.session.scalar(stmt)
         return result
+
+    async def lock_many(self, order_ids: Sequence[uuid.UUID]) -> Sequence[Order]:
+        """The orders of ``order_ids`` that exist, locked ``FOR UPDATE`` in id order: two
+        transactions locking overlapping sets take the locks in one order, never a deadlock."""
+        stmt = (
+            select(Order)
+            .where(Order.id.in_(order_ids))
+            .order_by(Order.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def set_processed(self, processed_at: Mapping[uuid.UUID, datetime]) -> None:
+        """One UPDATE for many orders: ``processed_at`` where it is not set yet, and the row
+        version bumped as the ORM would (the cache compares it). Call it on rows locked by
+        ``lock_many``; the ORM objects in the session are left as they were."""
+        rows = values(
+            column("id", Uuid()),
+            column("processed_at", DateTime(timezone=True)),
+            name="processed",
+        ).data(list(processed_at.items()))
+        await self.session.execute(
+            update(Order)
+            .where(Order.id == rows.c.id, Order.processed_at.is_(None))
+            .values(processed_at=rows.c.processed_at, version=Order.version + 1)
+            .execution_options(synchronize_session=False)
+        )
 
     async def get_owned(
         self, order_id: uuid.UUID, user_id: int, *, for_update: bool = False
@@ -117,6 +146,7 @@ class IdempotencyKeyRepository:
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self.added = 0  # rows added in this unit of work, not yet committed
 
     async def add(
         self, event: Envelope[Any], *, headers: dict[str, str] | None = None
@@ -131,8 +161,7 @@ class OutboxRepository:
             created_at=event.occurred_at,
         )
         self.session.add(row)
-        # An empty payload lets PostgreSQL fold the notifications of one transaction into one.
-        await self.session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+        self.added += 1
         return row
 
     async def backlog(self) -> tuple[int, datetime | None]:

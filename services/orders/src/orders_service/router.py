@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, Path, Response, status
@@ -30,7 +29,9 @@ from orders_service.deps import (
     Cache,
     CurrentUser,
     IdempotencyDep,
+    OrderId,
     Page,
+    RateLimitedLookup,
     UoW,
     enforce_rate_limit,
 )
@@ -96,20 +97,18 @@ TAGS = [
     }
 ]
 
-OrderId = Annotated[uuid.UUID, Path(description="The order's `id`, as `POST /orders/` answered.")]
 UserId = Annotated[
     int, Path(description="Your own user id: the `id` from `POST /register/`, your token's `sub`.")
 ]
 
-router = SlashAgnosticRouter(
-    prefix="/orders",
-    tags=["orders"],
-    dependencies=[Depends(enforce_rate_limit)],
-)
+router = SlashAgnosticRouter(prefix="/orders", tags=["orders"])
+# Every route but GET /orders/{id}/, which checks the limit with its cache read.
+_RATE_LIMITED = [Depends(enforce_rate_limit)]
 
 
 @router.post(
     "/",
+    dependencies=_RATE_LIMITED,
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
     operation_id="create_order",
@@ -159,6 +158,7 @@ async def create_order(
 
 @router.get(
     "/user/{user_id}/",
+    dependencies=_RATE_LIMITED,
     response_model=list[OrderRead],
     operation_id="list_user_orders",
     summary="List the caller's orders, newest first",
@@ -225,12 +225,19 @@ async def list_user_orders(
         *_EVERY_ROUTE, _ORDER_NOT_FOUND, VALIDATION_ERROR, validation_example=_BAD_ORDER_ID
     ),
 )
-async def get_order(order_id: OrderId, user: CurrentUser, uow: UoW, cache: Cache) -> OrderRead:
-    return await service.get_order(uow, cache, user_id=user.user_id, order_id=order_id)
+async def get_order(
+    lookup: RateLimitedLookup, user: CurrentUser, uow: UoW, cache: Cache
+) -> Response:
+    # The stored bytes are the response: a cache hit is never parsed or serialised again.
+    body = await service.get_order(
+        uow, cache, user_id=user.user_id, order_id=lookup.order_id, cached=lookup.cached
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.patch(
     "/{order_id}/",
+    dependencies=_RATE_LIMITED,
     response_model=OrderRead,
     operation_id="change_order_status",
     summary="Change an order's status",

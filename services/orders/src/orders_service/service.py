@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from order_common.orders import (
     OrderStatus,
     transition,
 )
-from orders_service.cache import OrderCache
+from orders_service.cache import CachedOrder, OrderCache
 from orders_service.metrics import IDEMPOTENT_REPLAYS, ORDERS_CREATED, STATUS_CHANGES
 from orders_service.models import Order
 from orders_service.schemas import Cursor, OrderPage
@@ -161,20 +162,26 @@ async def purge_expired_idempotency_keys(
 
 @retry_on_disconnect
 async def get_order(
-    uow: OrdersUnitOfWork, cache: OrderCache, *, user_id: int, order_id: uuid.UUID
-) -> OrderRead:
-    cached = await cache.get(order_id)
+    uow: OrdersUnitOfWork,
+    cache: OrderCache,
+    *,
+    user_id: int,
+    order_id: uuid.UUID,
+    cached: CachedOrder | None,
+) -> bytes:
+    """The order's JSON body (``order_json``). ``cached`` is its cache entry, which the caller
+    read together with the rate limit (one Redis round trip); None reads the database and
+    fills the cache. The owner check applies to both."""
     if cached is not None:
         if cached.user_id != user_id:
             raise _not_found()
-        return cached
+        return cached.body
     async with uow:
         order = await uow.orders.get_owned(order_id, user_id)
         if order is None:
             raise _not_found()
         found, version = _read(order), order.version
-    await cache.put(found, version)
-    return found
+    return await cache.put(found, version)
 
 
 @retry_on_disconnect
@@ -221,28 +228,47 @@ async def change_status(
     return result
 
 
-@retry_on_disconnect
 async def mark_processed(
     uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
 ) -> Processed:
-    """Record that the worker processed the order.
+    """Record that the worker processed the order (``mark_processed_many`` for one)."""
+    outcomes = await mark_processed_many(uow, cache, reports={order_id: processed_at})
+    if order_id not in outcomes:
+        raise _not_found()
+    return outcomes[order_id]
+
+
+@retry_on_disconnect
+async def mark_processed_many(
+    uow: OrdersUnitOfWork, cache: OrderCache, *, reports: Mapping[uuid.UUID, datetime]
+) -> dict[uuid.UUID, Processed]:
+    """Record that the worker processed these orders (order id -> its ``processed_at``), in one
+    transaction: one locking SELECT and one UPDATE for all of them. An order missing from the
+    answer does not exist.
 
     Idempotent: only the first report sets ``processed_at``; a repeated one (the bus delivers
     at least once, the worker may report twice) changes nothing, not even the version. The
-    cache is refreshed either way, so a lost refresh is repaired by the next delivery."""
+    cache is refreshed either way, in one round trip, so a lost refresh is repaired by the next
+    delivery."""
     async with uow:
-        # The row lock orders this against a concurrent PATCH or a concurrent duplicate.
-        order = await uow.orders.get(order_id, for_update=True)
-        if order is None:
-            raise _not_found()
-        changed = order.processed_at is None
-        if changed:
+        # The row locks order this against a concurrent PATCH or a concurrent duplicate.
+        orders = await uow.orders.lock_many(sorted(reports))
+        todo = {order.id: reports[order.id] for order in orders if order.processed_at is None}
+        if todo:
             # updated_at stays: it tells the last status change, and processing is none.
-            order.processed_at = processed_at
+            await uow.orders.set_processed(todo)
             await uow.commit()
-        result, version = _read(order), order.version
-    await cache.put(result, version)
-    return Processed(result, changed)
+        outcomes: dict[uuid.UUID, Processed] = {}
+        entries: list[tuple[OrderRead, int]] = []
+        for order in orders:
+            result, version = _read(order), order.version
+            if order.id in todo:  # what the UPDATE wrote (the ORM object was left as read)
+                result = result.model_copy(update={"processed_at": todo[order.id]})
+                version += 1
+            outcomes[order.id] = Processed(result, changed=order.id in todo)
+            entries.append((result, version))
+    await cache.put_many(entries)
+    return outcomes
 
 
 @retry_on_disconnect

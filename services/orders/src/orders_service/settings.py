@@ -9,9 +9,10 @@ from order_common.settings import ApiSettings
 
 
 class Settings(ApiSettings, BusSettings):
-    """The API (`orders-service serve`) and the relay (`orders-service relay`) read the same
-    ORDERS_* environment; the bus fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the relay
-    only: the API never touches RabbitMQ."""
+    """The API (`orders-service serve`) and the events process (`orders-service events`: the
+    outbox relay and applying order_processed) read the same ORDERS_* environment; the bus
+    fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the events process only: the API never
+    touches RabbitMQ."""
 
     model_config = SettingsConfigDict(env_prefix="ORDERS_")
 
@@ -31,11 +32,21 @@ class Settings(ApiSettings, BusSettings):
         "fetches them at once), so a key auth no longer publishes stops verifying",
     )
 
+    token_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="verified tokens remembered per process, so a repeated token skips the "
+        "RS256 check: an entry never outlives its token's `exp` and all are dropped when "
+        "the signing keys change; 0 turns it off",
+    )
+
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
     )
     rate_limit_orders: str = Field(
-        default="300/minute", description="order requests per user (`limits` notation)"
+        default="300/minute",
+        description="order requests per user, all order routes together (`limits` notation): "
+        "a burst of that many, then refilled evenly (GCRA in Redis, shared by replicas)",
     )
 
     list_default_limit: int = Field(
@@ -56,6 +67,13 @@ class Settings(ApiSettings, BusSettings):
         description="relay: outbox events claimed (FOR UPDATE SKIP LOCKED) and published "
         "per transaction",
     )
+    order_processed_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=1_000,
+        description="events: `order_processed` reports in hand at once (the queue's prefetch), "
+        "applied in one transaction and acked together",
+    )
     outbox_retention_hours: float = Field(
         default=24.0,
         gt=0,
@@ -73,16 +91,17 @@ class Settings(ApiSettings, BusSettings):
         description="how long an `Idempotency-Key` of `POST /orders/` is remembered (24 h); "
         "the relay deletes expired keys",
     )
-    relay_metrics_port: int = Field(
+    events_metrics_port: int = Field(
         default=9101,
         ge=0,
         le=65535,
-        description="relay: port of its Prometheus metrics (`/metrics`; the API serves its "
-        "own on the HTTP port); 0 turns it off",
+        description="events process (`orders-service events`): port of its Prometheus metrics "
+        "(`/metrics`; the API serves its own on the HTTP port); 0 turns it off",
     )
-    relay_metrics_host: str = Field(
+    events_metrics_host: str = Field(
         default="127.0.0.1",
-        description="relay: address the metrics port listens on (`0.0.0.0` in a container)",
+        description="events process: address the metrics port listens on (`0.0.0.0` in a "
+        "container)",
     )
 
     @field_validator("rate_limit_orders")

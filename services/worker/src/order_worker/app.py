@@ -9,34 +9,13 @@ not Celery's default hour. Each worker process takes one task at a time."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from redis import Redis
 
-from order_common.events import Envelope
-from order_common.telemetry import instrument_redis
-from order_worker.deadletters import broker_redis
-from order_worker.publisher import BusPublisher
+from order_worker.resources import WorkerResources, open_resources
 from order_worker.settings import Settings
-
-
-@dataclass
-class WorkerResources:
-    """The connections of one worker process."""
-
-    redis: Redis
-    publisher: BusPublisher
-    broker_redis: Redis  # Celery's broker: where failed tasks are dead-lettered
-
-    def publish(self, envelope: Envelope[Any]) -> None:
-        self.publisher.publish(envelope)
-
-    def close(self) -> None:
-        self.publisher.close()
-        self.redis.close()
-        self.broker_redis.close()
+from order_worker.tasks import register_tasks
 
 
 class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
@@ -54,20 +33,7 @@ class OrderWorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type hint
         """Built on first use in each process: a prefork child never inherits its parent's
         sockets."""
         if self._resources is None or self._resources_pid != os.getpid():
-            settings = self.settings
-            redis = Redis.from_url(
-                settings.redis_url.get_secret_value(),
-                socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-            )
-            instrument_redis(redis)
-            self._resources = WorkerResources(
-                redis=redis,
-                publisher=BusPublisher(
-                    settings.amqp_url.get_secret_value(), settings.bus_topology()
-                ),
-                broker_redis=broker_redis(settings),
-            )
+            self._resources = open_resources(self.settings)
             self._resources_pid = os.getpid()
         return self._resources
 
@@ -85,8 +51,6 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery(settings: Settings) -> OrderWorkerApp:
-    from order_worker.tasks import register_tasks  # tasks need the app class defined here
-
     app = OrderWorkerApp(settings)
     app.conf.update(
         broker_transport_options=broker_transport_options(settings),
@@ -105,5 +69,5 @@ def create_celery(settings: Settings) -> OrderWorkerApp:
         worker_redirect_stdouts=False,
         enable_utc=True,
     )
-    register_tasks(app)
+    register_tasks(app, settings, app.resources)
     return app
