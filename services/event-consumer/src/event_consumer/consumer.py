@@ -18,7 +18,7 @@ from event_consumer.settings import Settings
 from order_common.events import NewOrder
 from order_common.subscriber import Delivery, Handled
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.telemetry import SpanKind, inject_headers, start_span
+from order_common.telemetry import SpanKind, inject_headers, messaging_attributes, start_span
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,12 @@ class NewOrderHandler:
         with start_span(
             f"{PROCESS_ORDER_TASK} send",
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "celery",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": self._settings.celery_queue,
-                "celery.task_name": PROCESS_ORDER_TASK,
-            },
+            attributes=messaging_attributes(
+                "celery",
+                "send",
+                self._settings.celery_queue,
+                extra={"celery.task_name": PROCESS_ORDER_TASK},
+            ),
         ):
             # send_task blocks on the broker: keep it off the event loop.
             await asyncio.to_thread(
