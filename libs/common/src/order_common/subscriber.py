@@ -322,13 +322,13 @@ class Subscriber:
             f"{self.event_type.value} process",
             context=self._parent_context(headers),
             kind=telemetry.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": self.queue_name,
-                "messaging.consumer.group.name": self.subscriber,
-                "messaging.message.id": message.message_id or "",
-            },
+            attributes=telemetry.messaging_attributes(
+                "rabbitmq",
+                "process",
+                self.queue_name,
+                message_id=message.message_id or "",
+                extra={"messaging.consumer.group.name": self.subscriber},
+            ),
         )
 
     async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:

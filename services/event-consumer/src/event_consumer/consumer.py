@@ -26,7 +26,14 @@ from order_common.events import NewOrder
 from order_common.outages import is_dependency_outage
 from order_common.subscriber import Delivery, Handled, Outcome
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.telemetry import SpanKind, current_span, error_status, inject_headers, tracer
+from order_common.telemetry import (
+    SpanKind,
+    current_span,
+    error_status,
+    inject_headers,
+    messaging_attributes,
+    tracer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +171,12 @@ class NewOrderHandler:
                 span = tracer().start_span(
                     f"{PROCESS_ORDER_TASK} send",
                     kind=SpanKind.PRODUCER,
-                    attributes={
-                        "messaging.system": "celery",
-                        "messaging.operation.type": "send",
-                        "messaging.destination.name": self._settings.celery_queue,
-                        "celery.task_name": PROCESS_ORDER_TASK,
-                    },
+                    attributes=messaging_attributes(
+                        "celery",
+                        "send",
+                        self._settings.celery_queue,
+                        extra={"celery.task_name": PROCESS_ORDER_TASK},
+                    ),
                 )
             with use_span(span, end_on_exit=False):
                 headers = inject_headers()
