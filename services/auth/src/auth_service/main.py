@@ -22,7 +22,7 @@ from order_common.health import (
     health_router,
     redis_check,
 )
-from order_common.http import install_middleware
+from order_common.http import NATIVE_TELEMETRY_OFF, install_middleware
 from order_common.http_errors import install_error_handlers
 from order_common.logging import configure_logging
 from order_common.ratelimit import RateLimiter
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[*TAGS, HEALTH_TAG],
         lifespan=lifespan,
         redirect_slashes=False,
+        **NATIVE_TELEMETRY_OFF,
     )
     app.state.settings = settings
     app.state.rate_limits = RateLimits.from_settings(settings)

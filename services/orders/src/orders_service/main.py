@@ -18,7 +18,7 @@ from order_common.health import (
     health_router,
     redis_check,
 )
-from order_common.http import install_middleware
+from order_common.http import NATIVE_TELEMETRY_OFF, install_middleware
 from order_common.http_errors import install_error_handlers
 from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
@@ -89,6 +89,7 @@ def create_app(
         openapi_tags=[*ORDERS_TAGS, HEALTH_TAG],
         redirect_slashes=False,
         lifespan=lifespan,
+        **NATIVE_TELEMETRY_OFF,
     )
     app.state.settings = settings
 
