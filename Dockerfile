@@ -1,7 +1,7 @@
 # One Dockerfile for every Python service of the workspace, built from the repository root:
 #
 #   docker build --target auth           -t order-platform/auth .
-#   docker build --target orders         -t order-platform/orders .        (also runs the relay)
+#   docker build --target orders         -t order-platform/orders .        (also runs `orders-service events`)
 #   docker build --target event-consumer -t order-platform/event-consumer .
 #   docker build --target worker         -t order-platform/worker .
 #   docker build --target gateway        -t order-platform/gateway .       (nginx + API docs)
@@ -99,7 +99,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/healthz', timeout=2)"]
 CMD ["auth-service", "serve", "--host", "0.0.0.0", "--port", "8001"]
 
-# `orders-service relay` (outbox relay + order_processed consumer) runs from this image too.
+# `orders-service events` (outbox relay + applying order_processed) runs from this image too.
 FROM runtime AS orders
 ARG APP_OWNER=0:0
 COPY --from=orders-build --chown=${APP_OWNER} /app /app
@@ -146,4 +146,6 @@ USER 101:101
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["curl", "-fsS", "http://127.0.0.1:8000/healthz"]
+# nginx's graceful stop (finish the requests in flight); SIGTERM would cut them.
+STOPSIGNAL SIGQUIT
 CMD ["nginx", "-e", "stderr", "-c", "/tmp/nginx/nginx.conf", "-g", "daemon off;"]

@@ -26,6 +26,7 @@ ROLES = {
 EXTRA_MODULES = {
     "db": {"db", "dbadmin", "migrations"},
     "http": {
+        "api",
         "http",
         "http_errors",
         "http_metrics",

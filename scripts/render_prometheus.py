@@ -23,7 +23,7 @@ SOURCE = ROOT / "observability" / "prometheus" / "prometheus.yml"
 JOB_PORTS: dict[str, tuple[str, int]] = {
     "auth": ("AUTH_PORT", 8001),
     "orders": ("ORDERS_PORT", 8002),
-    "orders-relay": ("ORDERS_RELAY_METRICS_PORT", 9101),
+    "orders-events": ("ORDERS_EVENTS_METRICS_PORT", 9101),
     "event-consumer": ("CONSUMER_METRICS_PORT", 9102),
     "worker": ("WORKER_METRICS_PORT", 9103),
     "rabbitmq": ("RABBITMQ_PROMETHEUS_PORT", 15692),

@@ -184,7 +184,7 @@ class Supervisor:
             else:
                 if self.stopping.is_set():  # started while the others were being stopped
                     self._terminate(process)
-                returncode = await proc.wait()
+                returncode = await _exited(proc)
                 _kill_group(proc.pid, signal.SIGKILL)  # what it left behind dies with it
             ran = time.monotonic() - started
             process.pid, process.state = None, "exited"
@@ -247,6 +247,16 @@ class Supervisor:
             await asyncio.wait(self._pumps, timeout=2)
         self.say("all processes stopped")
         return 0
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    """The exit code of ``proc`` once it has exited. Not ``proc.wait()``: asyncio wakes that
+    only when the process's pipes are closed as well, and the children of a killed process
+    (uvicorn's workers after their master got SIGKILL) keep its stdout open, so it would never
+    return: the dead process would not be restarted while its orphans went on serving."""
+    while proc.returncode is None:  # noqa: ASYNC110 (no event is set at exit but wait's)
+        await asyncio.sleep(0.1)
+    return proc.returncode
 
 
 def _kill_group(pid: int, signum: int) -> None:

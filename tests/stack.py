@@ -99,7 +99,7 @@ def stack_env(run_id: str, workdir: Path, services: DataServices = SHARED) -> di
             "ORDERS_PORT",
             "GATEWAY_PORT",
             # The metrics ports of the processes without an HTTP API (see prometheus/).
-            "ORDERS_RELAY_METRICS_PORT",
+            "ORDERS_EVENTS_METRICS_PORT",
             "CONSUMER_METRICS_PORT",
             "WORKER_METRICS_PORT",
         )

@@ -103,6 +103,34 @@ def test_a_killed_process_comes_back_and_the_others_keep_running(tmp_path: Path)
         assert "all processes stopped" in sup.log()
 
 
+def test_a_killed_process_whose_children_hold_its_output_comes_back_without_them(
+    tmp_path: Path,
+) -> None:
+    # As uvicorn's master with its workers: the children share the leader's stdout.
+    procfile = "api: sh -c 'sleep 300 & sleep 300 & wait'\n"
+    with supervised(tmp_path, procfile, "--backoff-initial", "0.2") as sup:
+        leader = _wait(lambda: sup.pid("api"), 20, "api to start")
+        _wait(lambda: len(_children(leader)) == 2, 20, "api's children")
+        children = _children(leader)
+
+        os.kill(leader, signal.SIGKILL)
+        new = _wait(lambda: (p := sup.pid("api")) and p != leader and p, 5, "api to restart")
+
+        assert _alive(new)
+        assert sup.status()["api"]["restarts"] == 1
+        _wait(lambda: not any(_alive(child) for child in children), 5, "the orphans to die")
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(timeout=20) == 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in text.split()]
+
+
 def test_a_process_that_keeps_failing_waits_longer_each_time_up_to_the_cap(
     tmp_path: Path,
 ) -> None:

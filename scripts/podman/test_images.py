@@ -307,7 +307,7 @@ def main() -> int:
             )
             workers = [
                 containers.run(
-                    "relay", images["orders"], "orders-service", "relay", env=orders_env
+                    "events", images["orders"], "orders-service", "events", env=orders_env
                 ),
                 containers.run("consumer", images["event-consumer"], env=consumer_env),
                 containers.run("worker", images["worker"], env=worker_env),

@@ -17,7 +17,7 @@ from tests.deploy.conftest import require_tool
 CORE = support.ROOT / "docker-compose.yml"
 OVERLAY = support.ROOT / "docker-compose.observability.yml"
 ENV_EXAMPLE = support.ROOT / ".env.example"
-APPS = ("auth", "api", "orders-relay", "consumer", "celery_worker")
+APPS = ("auth", "api", "orders-events", "consumer", "celery_worker")
 
 
 def compose_config(*files: Path) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_the_services_of_the_quick_start_exist(stack: dict[str, Any]) -> None:
         "migrate",
         "auth",
         "api",
-        "orders-relay",
+        "orders-events",
         "consumer",
         "celery_worker",
         "gateway",
@@ -110,7 +110,7 @@ def test_the_services_of_the_quick_start_exist(stack: dict[str, Any]) -> None:
 
 def test_apps_start_after_migrations_and_their_dependencies(core: dict[str, Any]) -> None:
     services = core["services"]
-    for name in ("auth", "api", "orders-relay"):
+    for name in ("auth", "api", "orders-events"):
         assert (
             services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         )
@@ -188,7 +188,7 @@ PROMETHEUS_DIR = support.ROOT / "observability" / "prometheus"
 SCRAPED = {
     "auth": ("auth", 8001),
     "orders": ("api", 8002),
-    "orders-relay": ("orders-relay", 9101),
+    "orders-events": ("orders-events", 9101),
     "event-consumer": ("consumer", 9102),
     "worker": ("celery_worker", 9103),
     "rabbitmq": ("rabbitmq", 15692),
@@ -196,7 +196,7 @@ SCRAPED = {
 }
 # Processes without an HTTP API: the settings that put their metrics port on the network.
 METRICS_SETTINGS = {
-    "orders-relay": "ORDERS_RELAY_METRICS",
+    "orders-events": "ORDERS_EVENTS_METRICS",
     "consumer": "CONSUMER_METRICS",
     "celery_worker": "WORKER_METRICS",
 }
@@ -229,7 +229,7 @@ def test_prometheus_targets_are_the_compose_services(stack: dict[str, Any]) -> N
     local = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     assert {j["job_name"] for j in local["scrape_configs"]} <= set(jobs)
     rules = (PROMETHEUS_DIR / "rules" / "order-platform.yml").read_text()
-    assert 'job=~"auth|orders|orders-relay|event-consumer|worker"' in rules
+    assert 'job=~"auth|orders|orders-events|event-consumer|worker"' in rules
 
 
 def test_metrics_ports_listen_on_the_compose_network(core: dict[str, Any]) -> None:

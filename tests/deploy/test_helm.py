@@ -163,7 +163,7 @@ def test_components_and_commands(rendered: dict[str, list[dict]]) -> None:
     assert commands == {
         f"{FULL}-auth": ["auth-service", "serve", "--host", ALL_INTERFACES, "--port", "8001"],
         f"{FULL}-orders": ["orders-service", "serve", "--host", ALL_INTERFACES, "--port", "8002"],
-        f"{FULL}-orders-relay": ["orders-service", "relay"],
+        f"{FULL}-orders-events": ["orders-service", "events"],
         f"{FULL}-event-consumer": ["event-consumer"],
         f"{FULL}-worker": ["order-worker"],
         # nginx from the gateway image, its own entrypoint (the API docs).
@@ -174,7 +174,7 @@ def test_components_and_commands(rendered: dict[str, list[dict]]) -> None:
         for d in by_kind(objects, "Deployment")
     }
     assert (
-        images[f"{FULL}-orders-relay"] == images[f"{FULL}-orders"] == "order-platform/orders:0.1.0"
+        images[f"{FULL}-orders-events"] == images[f"{FULL}-orders"] == "order-platform/orders:0.1.0"
     )
 
 
@@ -339,7 +339,7 @@ def test_network_policies_default_deny_then_allow_only_the_architecture(
     assert all(auth_sources)
     assert ingress_sources("migrations") == []
     monitoring = support.PROFILES["dev"]["networkPolicy"]["monitoringPeers"]  # type: ignore[index]
-    for worker in ("orders-relay", "event-consumer", "worker"):
+    for worker in ("orders-events", "event-consumer", "worker"):
         assert ingress_sources(worker) == monitoring, worker
         policy = named(objects, "NetworkPolicy", f"{FULL}-{worker}-ingress")
         assert [r["ports"] for r in policy["spec"]["ingress"]] == [
@@ -350,7 +350,7 @@ def test_network_policies_default_deny_then_allow_only_the_architecture(
     orders_sources = ingress_sources("orders")
     assert not any(
         s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
-        in {"auth", "worker", "event-consumer", "orders-relay"}
+        in {"auth", "worker", "event-consumer", "orders-events"}
         for s in orders_sources
     )
 
@@ -360,7 +360,7 @@ def test_network_policies_default_deny_then_allow_only_the_architecture(
     data_ports = {"postgres": 5432, "redis": 6379, "rabbitmq": 5672}
     expected = {
         "auth": {"postgres", "redis"},
-        "orders-relay": {"postgres", "redis", "rabbitmq"},
+        "orders-events": {"postgres", "redis", "rabbitmq"},
         "event-consumer": {"redis", "rabbitmq"},
         "worker": {"redis", "rabbitmq"},
         "migrations": {"postgres"},
@@ -425,8 +425,8 @@ def test_ingress_fallback_and_optional_nginx_gateway(rendered: dict[str, list[di
 # --- monitoring -----------------------------------------------------------------------------------
 # The job names the alert rules and the dashboards select on
 # (observability/prometheus/prometheus.yml).
-JOBS = {"auth", "orders", "orders-relay", "event-consumer", "worker"}
-METRICS_PORTS = {"orders-relay": 9101, "event-consumer": 9102, "worker": 9103}
+JOBS = {"auth", "orders", "orders-events", "event-consumer", "worker"}
+METRICS_PORTS = {"orders-events": 9101, "event-consumer": 9102, "worker": 9103}
 RULES = support.ROOT / "observability" / "prometheus" / "rules" / "order-platform.yml"
 
 
@@ -463,7 +463,7 @@ def test_service_monitor_scrapes_all_five_jobs(rendered: dict[str, list[dict]]) 
 
 def test_metrics_ports_listen_on_all_interfaces(rendered: dict[str, list[dict]]) -> None:
     prefixes = {
-        "orders-relay": "ORDERS_RELAY_METRICS",
+        "orders-events": "ORDERS_EVENTS_METRICS",
         "event-consumer": "CONSUMER_METRICS",
         "worker": "WORKER_METRICS",
     }
@@ -536,7 +536,7 @@ def test_prometheus_rule_carries_the_repository_rules(rendered: dict[str, list[d
     extra = by_kind(rendered["all-on"], "PrometheusRule")[0]["spec"]["groups"]
     assert extra[-1]["name"] == "extra"
     # Every job the rules expect to be up is one the ServiceMonitor scrapes.
-    assert 'job=~"auth|orders|orders-relay|event-consumer|worker"' in RULES.read_text()
+    assert 'job=~"auth|orders|orders-events|event-consumer|worker"' in RULES.read_text()
 
 
 def test_repository_rules_are_in_the_chart() -> None:

@@ -32,7 +32,7 @@ OPERATOR_SECRETS = {
 SETTINGS = {
     "auth": "auth_service.settings",
     "orders": "orders_service.settings",
-    "orders-relay": "orders_service.settings",
+    "orders-events": "orders_service.settings",
     "event-consumer": "event_consumer.settings",
     "worker": "order_worker.settings",
 }
@@ -70,7 +70,7 @@ def test_operator_example_uses_the_operators_secrets_as_they_are(
         "rediss://:RedisPw9@redis.internal.example.com:6380/0"
         "?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/managed-redis/ca.crt"
     )
-    for component in ("orders", "orders-relay"):
+    for component in ("orders", "orders-events"):
         env = expand_env(_container(objects, component), OPERATOR_SECRETS)
         settings = _settings(component, env, monkeypatch)
         assert settings.database_url.get_secret_value() == (
@@ -91,7 +91,7 @@ def test_operator_example_uses_the_operators_secrets_as_they_are(
             "rediss://:RedisPw9@redis.internal.example.com:6380/1?"
         ), component
     # The password never appears in the pod spec: only the $(VAR) that the kubelet fills in.
-    relay = _container(objects, "orders-relay")
+    relay = _container(objects, "orders-events")
     url = next(e for e in relay["env"] if e["name"] == "ORDERS_AMQP_URL")["value"]
     assert "$(OP_AMQP_PASSWORD)" in url
     names = [e["name"] for e in relay["env"]]

@@ -114,7 +114,9 @@ def test_deploys_the_same_chart_with_dev_values(tilt: Recorder, helm: Any) -> No
     for args, _ in tilt.calls["k8s_resource"]:
         assert args[0] in workloads | kustomized, args[0]
     relay = next(
-        o for o in by_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-orders-relay")
+        o
+        for o in by_kind(objects, "Deployment")
+        if o["metadata"]["name"].endswith("-orders-events")
     )
     assert (
         relay["spec"]["template"]["spec"]["containers"][0]["command"][0] == "/tilt-restart-wrapper"
@@ -152,7 +154,7 @@ def test_port_forwards_and_labels(tilt: Recorder) -> None:
     assert {
         "auth",
         "orders",
-        "orders-relay",
+        "orders-events",
         "event-consumer",
         "worker",
         "grafana",

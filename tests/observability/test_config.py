@@ -21,7 +21,15 @@ CONFIGS = [PROMETHEUS / "prometheus.yml", PROMETHEUS / "compose.yml"]
 RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 DASHBOARDS = sorted((ROOT / "observability" / "dashboards").glob("*.json"))
-JOBS = {"auth", "orders", "orders-relay", "event-consumer", "worker", "rabbitmq", "rabbitmq-queues"}
+JOBS = {
+    "auth",
+    "orders",
+    "orders-events",
+    "event-consumer",
+    "worker",
+    "rabbitmq",
+    "rabbitmq-queues",
+}
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +179,7 @@ def test_runbooks_use_the_variables_the_pods_really_have() -> None:
     assert "BUS_AMQP_URL" not in text  # no pod has it
     for line in re.findall(r"kubectl .*order-bus .*", text):
         # A deployment whose pods carry an *_AMQP_URL: orders, the relay, the consumer, the worker.
-        assert re.search(r"deploy/\$REL-(orders|orders-relay|event-consumer|worker) ", line), line
+        assert re.search(r"deploy/\$REL-(orders|orders-events|event-consumer|worker) ", line), line
     index = (ROOT / "docs" / "runbooks" / "README.md").read_text()
     for page in pages:
         if page.name != "README.md":

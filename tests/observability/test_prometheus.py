@@ -27,7 +27,15 @@ DASHBOARDS = sorted((ROOT / "observability" / "dashboards").glob("*.json"))
 KUBERNETES_ONLY = "[kubernetes-only]"
 # What Grafana puts in place of its built-in variables when it runs a query.
 GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
-JOBS = ("auth", "orders", "orders-relay", "event-consumer", "worker", "rabbitmq", "rabbitmq-queues")
+JOBS = (
+    "auth",
+    "orders",
+    "orders-events",
+    "event-consumer",
+    "worker",
+    "rabbitmq",
+    "rabbitmq-queues",
+)
 RABBITMQ_PROMETHEUS = ("127.0.0.1", 15692)
 ORDER = {
     "items": [{"name": "Pen", "quantity": 3, "price": "1.50"}],
@@ -289,7 +297,7 @@ def test_latency_histograms_carry_trace_ids_as_exemplars(prometheus: str, loaded
         ('bus_events_consumed_total{job="event-consumer", result="ok"}', 5),
         ('worker_tasks_total{outcome="processed"}', 5),
         ("worker_task_duration_seconds_count", 5),
-        ('bus_events_consumed_total{job="orders-relay", result="ok"}', 5),
+        ('bus_events_consumed_total{job="orders-events", result="ok"}', 5),
         ("orders_processing_lag_seconds_count", 5),
         ('orders_status_changes_total{to_status="SHIPPED"}', 1),
         ('orders_cache_operations_total{op="get", result="hit"}', 5),

@@ -58,14 +58,14 @@ def _hops(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan | None]:
         "outbox insert": _find(
             spans, "orders", lambda s: "INSERT INTO outbox_events" in _statement(s)
         ),
-        "relay publish": _find(spans, "orders-relay", name("new_order publish")),
+        "relay publish": _find(spans, "orders-events", name("new_order publish")),
         "consumer": _find(spans, "event-consumer", name("new_order process")),
         "task send": _find(spans, "event-consumer", name("order_worker.process_order send")),
         "celery task": _find(spans, "worker", name("run/order_worker.process_order")),
         "worker publish": _find(spans, "worker", name("order_processed publish")),
-        "order_processed": _find(spans, "orders-relay", name("order_processed process")),
+        "order_processed": _find(spans, "orders-events", name("order_processed process")),
         "processed update": _find(
-            spans, "orders-relay", lambda s: _statement(s).startswith("UPDATE orders")
+            spans, "orders-events", lambda s: _statement(s).startswith("UPDATE orders")
         ),
     }
 

@@ -47,7 +47,7 @@ The components. Each entry: values key, resource name suffix, and what it needs:
             /metrics on .metricsPort (container port "metrics", Service, ServiceMonitor)
   secrets   env var name -> the connection (connections.<name>) it holds the URL of
 The resource name suffix is also the component label, which the ServiceMonitor makes the
-Prometheus `job` (auth, orders, orders-relay, event-consumer, worker: what the rules and the
+Prometheus `job` (auth, orders, orders-events, event-consumer, worker: what the rules and the
 dashboards select on).
 Call with (dict "root" $ "key" "auth").
 */}}
@@ -67,10 +67,10 @@ orders:
     ORDERS_DATABASE_URL: ordersDatabase
     ORDERS_REDIS_URL: redis
     ORDERS_AMQP_URL: amqp
-ordersRelay:
-  name: orders-relay
+ordersEvents:
+  name: orders-events
   web: false
-  metrics: ORDERS_RELAY_METRICS
+  metrics: ORDERS_EVENTS_METRICS
   configMap: orders
   secrets:
     ORDERS_DATABASE_URL: ordersDatabase

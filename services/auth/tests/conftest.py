@@ -21,6 +21,7 @@ from auth_service.keys import write_new_private_key
 from auth_service.main import create_app
 from auth_service.settings import Settings
 from order_common.dbadmin import drop_database
+from order_common.logging import configure_logging
 from order_common.migrations import upgrade
 
 POSTGRES_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -100,6 +101,8 @@ async def start_app() -> AsyncIterator[StartApp]:
     async with AsyncExitStack() as stack:
 
         async def start(settings: Settings) -> FastAPI:
+            # As `auth-service serve` does in each worker (order_common.serve.serving_app).
+            configure_logging(settings.service_name, settings.log_level)
             app = create_app(settings)
             await stack.enter_async_context(app.router.lifespan_context(app))
             return app

@@ -67,6 +67,9 @@ class Delivery:
     attempt: int  # 1 on the first run of the handler for this message
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False  # the broker delivered it before without an ack (a crash)
+    # Its ``{event_type} process`` span: a batch handler runs in the first delivery's span
+    # and makes each delivery's own work a child of this one (one trace per order).
+    span: Span | None = None
 
 
 class Handled(StrEnum):
@@ -141,7 +144,8 @@ class Subscriber:
     once), then closes the channel; a message not yet settled goes back to the queue.
 
     Tracing: each message gets its ``{event_type} process`` span, in its own trace; a batch
-    handler runs in the span of the batch's first message.
+    handler runs in the span of the batch's first message, and finds each message's own span
+    on its ``Delivery.span`` for the work done for that message alone.
 
     Usage::
 
@@ -318,13 +322,13 @@ class Subscriber:
             f"{self.event_type.value} process",
             context=self._parent_context(headers),
             kind=telemetry.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": self.queue_name,
-                "messaging.consumer.group.name": self.subscriber,
-                "messaging.message.id": message.message_id or "",
-            },
+            attributes=telemetry.messaging_attributes(
+                "rabbitmq",
+                "process",
+                self.queue_name,
+                message_id=message.message_id or "",
+                extra={"messaging.consumer.group.name": self.subscriber},
+            ),
         )
 
     async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
@@ -352,7 +356,7 @@ class Subscriber:
                     results.append((span, "dead_lettered"))
                     continue
                 delivery = Delivery(
-                    envelope, attempt, headers, redelivered=bool(message.redelivered)
+                    envelope, attempt, headers, redelivered=bool(message.redelivered), span=span
                 )
                 pending.append(_Pending(message, headers, delivery, span))
 

@@ -32,7 +32,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             settings.bus_topology(),
             SUBSCRIBER,
             EventType.NEW_ORDER,
-            NewOrderHandler(settings, redis, celery),
+            batch_handler=NewOrderHandler(settings, redis, celery),
             retry=settings.bus_retry_policy(),
             outage_retry=settings.bus_outage_retry_policy(),
             prefetch=settings.prefetch,

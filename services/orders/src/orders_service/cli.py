@@ -1,6 +1,6 @@
-"""``orders-service serve`` runs the API; ``orders-service relay`` the outbox relay and the
-``order_processed`` consumer; ``orders-service migrate`` creates and migrates the database. All
-read the same ORDERS_* environment."""
+"""``orders-service serve`` runs the API; ``orders-service events`` the service's process on the
+event bus (the outbox relay, and applying ``order_processed``); ``orders-service migrate``
+creates and migrates the database. All read the same ORDERS_* environment."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8002)
 
     commands.add_parser(
-        "relay",
+        "events",
         help="publish the outbox to RabbitMQ and apply order_processed (several may run)",
     )
 
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             create_database=settings.migrate_create_database,
         )
         return
-    if args.command == "relay":
-        asyncio.run(_run_relay(settings))
+    if args.command == "events":
+        asyncio.run(_run_events(settings))
         return
 
     from order_common.serve import serve as run_api
@@ -61,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-async def _run_relay(settings: Settings) -> None:
+async def _run_events(settings: Settings) -> None:
     from order_common.metrics import start_metrics_server
     from order_common.telemetry import setup_telemetry
     from orders_service import events
 
-    setup_telemetry(f"{settings.service_name}-relay")
-    start_metrics_server(settings.relay_metrics_port, settings.relay_metrics_host)
+    setup_telemetry(f"{settings.service_name}-events")
+    start_metrics_server(settings.events_metrics_port, settings.events_metrics_host)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 """Prometheus metrics of the orders service. The API exposes them on /metrics (with the shared
-HTTP, pool and rate-limit metrics of ``order_common.metrics``); the relay, which publishes the
-outbox and applies ``order_processed``, on its metrics port (ORDERS_RELAY_METRICS_PORT)."""
+HTTP, pool and rate-limit metrics of ``order_common.metrics``); the events process, which
+publishes the outbox and applies ``order_processed``, on its metrics port
+(ORDERS_EVENTS_METRICS_PORT)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,10 @@ from order_common.settings import ApiSettings
 
 
 class Settings(ApiSettings, BusSettings):
-    """The API (`orders-service serve`) and the relay (`orders-service relay`) read the same
-    ORDERS_* environment; the bus fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the relay
-    only: the API never touches RabbitMQ."""
+    """The API (`orders-service serve`) and the events process (`orders-service events`: the
+    outbox relay and applying order_processed) read the same ORDERS_* environment; the bus
+    fields (ORDERS_AMQP_URL, ORDERS_BUS_*) matter to the events process only: the API never
+    touches RabbitMQ."""
 
     model_config = SettingsConfigDict(env_prefix="ORDERS_")
 
@@ -90,16 +91,17 @@ class Settings(ApiSettings, BusSettings):
         description="how long an `Idempotency-Key` of `POST /orders/` is remembered (24 h); "
         "the relay deletes expired keys",
     )
-    relay_metrics_port: int = Field(
+    events_metrics_port: int = Field(
         default=9101,
         ge=0,
         le=65535,
-        description="relay: port of its Prometheus metrics (`/metrics`; the API serves its "
-        "own on the HTTP port); 0 turns it off",
+        description="events process (`orders-service events`): port of its Prometheus metrics "
+        "(`/metrics`; the API serves its own on the HTTP port); 0 turns it off",
     )
-    relay_metrics_host: str = Field(
+    events_metrics_host: str = Field(
         default="127.0.0.1",
-        description="relay: address the metrics port listens on (`0.0.0.0` in a container)",
+        description="events process: address the metrics port listens on (`0.0.0.0` in a "
+        "container)",
     )
 
     @field_validator("rate_limit_orders")
