@@ -10,7 +10,10 @@ unset: parent-based, ratio ``OTEL_TRACES_SAMPLER_ARG`` or 1), ``OTEL_PROPAGATORS
 ``OTEL_BSP_*`` work as the specification says. Without an exporter no span is recorded (they
 cost next to nothing) but every one still has its ids.
 
-Libraries traced: FastAPI (``instrument_app``), SQLAlchemy (each engine built by
+Without an exporter the request path builds no span at all: ``instrument_app`` installs
+``TraceIdMiddleware`` (ids only) instead of the OpenTelemetry ASGI middleware, and Redis,
+SQLAlchemy and httpx are left uninstrumented (``exporting()``). With one, libraries traced:
+FastAPI (``instrument_app``), SQLAlchemy (each engine built by
 ``order_common.db.build_engine``; the asyncpg driver is not traced as well, which would
 duplicate every statement), Redis (the clients the services build, never Celery's broker
 connection, whose polling would fill the traces), httpx, aio-pika, Celery (in the worker).
@@ -256,11 +259,11 @@ class TraceIdMiddleware:
         if scope["type"] != "http" or scope["path"] in _UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
-        carrier = {
-            _CONTEXT_HEADERS[name]: value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in _CONTEXT_HEADERS
-        }
+        carrier: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            header = _CONTEXT_HEADERS.get(name)
+            if header is not None:
+                carrier[header] = value.decode("latin-1")
         # No traceparent: the current context (empty under a server; an in-process caller's
         # span in tests), so a new trace starts unless one is already under way.
         parent = propagate.extract(carrier) if carrier else otel_context.get_current()
