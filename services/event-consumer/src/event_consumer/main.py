@@ -10,7 +10,7 @@ from event_consumer.settings import Settings
 from order_common.bus import connect_retrying
 from order_common.cache import build_redis
 from order_common.events import EventType
-from order_common.subscriber import Subscriber
+from order_common.subscriber import Subscriber, adopt_unrouted
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             delivery_limit=settings.bus_delivery_limit,
         )
         await subscriber.start()
+        await adopt_unrouted(connection, settings.bus_topology())
         logger.info("event consumer started")
         await stop.wait()
         logger.info("stopping: finishing the messages in hand")
