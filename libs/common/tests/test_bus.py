@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from order_common.bus import (
     ERROR_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
+    REDRIVES_HEADER,
     RejectMessage,
     Topology,
     dead_letter_queue_name,
@@ -34,7 +36,8 @@ from order_common.bus import (
 )
 from order_common.delivery import Delivery
 from order_common.dlq import adopt_unrouted, amqp_url_from_env, count_messages, peek, redrive
-from order_common.events import Envelope, EventType, parse_envelope
+from order_common.events import Envelope, EventType, OrderStatusChanged, envelope, parse_envelope
+from order_common.orders import OrderStatus
 from order_common.subscriber import Subscriber
 from order_common.testing import (
     AMQP_URL,
@@ -149,12 +152,59 @@ async def test_a_started_process_adopts_events_published_before_its_queue_existe
     try:
         # Starting consumes only its own queue; the re-drive is the process's next step.
         assert await count_messages(channel, topology.unrouted_queue) == 1
-        assert await adopt_unrouted(amqp, topology) == 1
+        assert await adopt_unrouted(amqp, topology, [EventType.NEW_ORDER]) == 1
         await eventually(lambda: len(received) == 1)
     finally:
         await subscriber.stop()
     assert received[0].envelope.event_id == sent.event_id
     assert await count_messages(channel, topology.unrouted_queue) == 0
+
+
+def status_changed_event() -> Envelope[Any]:
+    return envelope(
+        EventType.ORDER_STATUS_CHANGED,
+        OrderStatusChanged(
+            order_id=uuid.uuid4(),
+            user_id=1,
+            from_status=OrderStatus.PENDING,
+            to_status=OrderStatus.PAID,
+            changed_at=datetime.now(UTC),
+        ),
+    )
+
+
+async def test_adopting_moves_only_the_types_the_process_subscribes_to_and_leaves_the_rest(
+    amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
+) -> None:
+    # Nobody subscribes to order_status_changed: it must keep its place and its TTL (not be
+    # republished at every start), and not be delivered twice in one pass.
+    ignored = [status_changed_event() for _ in range(3)]
+    wanted = new_order_event()
+    await publish(channel, topology, ignored[0])
+    await publish(channel, topology, wanted)
+    for event in ignored[1:]:
+        await publish(channel, topology, event)
+    received: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        received.append(delivery)
+
+    subscriber = Subscriber(amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, handler)
+    await subscriber.start()
+    try:
+        assert await adopt_unrouted(amqp, topology, [subscriber.event_type]) == 1
+        await eventually(lambda: len(received) == 1)
+        assert await adopt_unrouted(amqp, topology, [subscriber.event_type]) == 0
+    finally:
+        await subscriber.stop()
+    assert received[0].envelope.event_id == wanted.event_id
+    assert await count_messages(channel, topology.unrouted_queue) == 3
+    left = await peek(amqp, topology.unrouted_queue)
+    assert [parse_envelope(letter.body).event_id for letter in left] == [
+        event.event_id for event in ignored
+    ]
+    # the broker's copies, never republished (a republish would add x-redrives)
+    assert all(REDRIVES_HEADER not in letter.headers for letter in left)
 
 
 async def test_a_failing_handler_is_retried_with_back_off_then_dead_lettered_with_its_reason(

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_common.bus import connect, declare_exchange
+from order_common.bus import connect, declare_exchange, publish_envelope
+from order_common.dlq import count_messages
 from order_common.db import build_session_factory
 from order_common.events import EventType
 from order_common.testing import AMQP_URL, eventually, free_port, new_order_event
@@ -428,3 +429,29 @@ async def test_a_crash_between_publishing_and_marking_publishes_again_under_the_
     assert deliveries == Counter({event_id: 2 for event_id in event_ids})
     assert all(len(copies) == 1 for copies in bodies.values())
     assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_the_relay_publishes_at_once_while_unrouted_events_of_other_types_wait(
+    relay_settings: MakeSettings,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+) -> None:
+    """Adopting the unrouted queue runs beside the relay, not before it, and leaves the
+    events this process does not subscribe to where they are (their TTL runs on)."""
+    settings = relay_settings()
+    topology = settings.bus_topology()
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, topology)
+    waiting = 300  # nobody is bound for new_order yet: they all go to the unrouted queue
+    await asyncio.gather(*(publish_envelope(exchange, new_order_event()) for _ in range(waiting)))
+    assert await count_messages(channel, topology.unrouted_queue) == waiting
+
+    async with published_events(amqp, settings) as seen, running_relay(settings) as process:
+        await asyncio.wait_for(process.started.wait(), timeout=10)
+        assert process.adoption is not None
+        assert not process.adoption.done()  # the relay did not wait for it
+        [event_id] = await add_outbox_events(relay_db, 1)
+        await eventually(lambda: event_id in seen)
+        assert await process.adoption == 0  # new_order is not this process's
+    assert await count_messages(channel, topology.unrouted_queue) == waiting
+    await channel.close()
