@@ -138,7 +138,6 @@ CASES = [
         # the unacked tasks through a connection already gone: AttributeError, "Unrecoverable
         # error"); the supervisor starts it again and its tasks come back.
         may_restart=frozenset({"worker"}),
-        short=False,  # until the lost-task gap it finds is closed (README "Failure behaviour")
     ),
     Case(
         "postgres stopped",
@@ -147,10 +146,7 @@ CASES = [
         during=_readyz_reports_database,
         allowed_503=frozenset({DB_DOWN}),
     ),
-    # Full run only until the lost-task gap it finds is closed (README "Failure behaviour").
-    Case(
-        "worker SIGKILL", short=False, inject=_signal("worker", signal.SIGKILL), restarts="worker"
-    ),
+    Case("worker SIGKILL", inject=_signal("worker", signal.SIGKILL), restarts="worker"),
     Case("consumer SIGKILL", inject=_signal("consumer", signal.SIGKILL), restarts="consumer"),
     # `events` is the outbox relay (and applies `order_processed`): SIGKILL mid-batch.
     Case("events SIGKILL", inject=_signal("events", signal.SIGKILL), restarts="events"),
