@@ -52,6 +52,9 @@ class Comparison:
     # What the ratio compares: req/s (scenario / reference, higher is better) unless said
     # otherwise (the login storm compares p99 latencies).
     metric: Metric = throughput
+    # Around the run: the database connections left free when it started; an earlier
+    # attempt that was invalid (a run is tried again once, see bench/run.py).
+    context: dict[str, Any] = field(default_factory=dict)
 
     def ratios(self, reference: str, metric: Metric | None = None) -> list[float]:
         metric = metric or self.metric
@@ -96,6 +99,7 @@ class Comparison:
             "valid": self.valid,
             "note": self.note,
             "seconds": self.seconds,
+            "context": self.context,
             "rounds": [{k: m.to_json() for k, m in r.items()} for r in self.rounds],
         }
 
@@ -137,6 +141,7 @@ class Target:
     valid: bool = True
     unit: str = "x"
     detail: str = ""
+    per_round: list[float] = field(default_factory=list)  # the figures the median is of
 
     @property
     def status(self) -> Status:
@@ -156,6 +161,7 @@ class Target:
             "unit": self.unit,
             "status": self.status,
             "detail": self.detail,
+            "per_round": self.per_round,
         }
 
 

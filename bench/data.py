@@ -174,3 +174,16 @@ def sample_orders(
 def count_rows(database_url: str) -> int:
     rows = asyncio.run(_fetch(database_url, "SELECT count(*) AS n FROM orders"))
     return int(rows[0]["n"])
+
+
+def free_connections() -> int:
+    """Connections the PostgreSQL server can still accept (``max_connections`` less those
+    open, superuser reserve included): shared by every stack and test run on the box, and
+    each API worker's pool may hold pool size + overflow of them."""
+    sql = (
+        "SELECT current_setting('max_connections')::int "
+        "- current_setting('superuser_reserved_connections')::int "
+        "- (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS n"
+    )
+    rows = asyncio.run(_fetch(bench_database_url("postgres"), sql))
+    return int(rows[0]["n"])

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ from bench.scenarios import Bench, Profile
 from bench.wrk import Request
 from order_common.db import asyncpg_dsn
 from order_common.testing import free_port
-from tests.stack import REDIS_URL, running_stack
+from tests.stack import REDIS_URL, ROOT, running_stack
 
 UNLIMITED = "1000000000/minute"
 REFERENCE = "reference app"
@@ -71,11 +72,12 @@ PROFILES = {
         scale_pool=300,
         storm_rate=50,
         pipeline_rates=(20,),
-        pipeline_probe_seconds=2,
+        pipeline_probe_seconds=4,  # the backlog's slope needs a few samples past the ramp
         pipeline_confirm_seconds=0,
         latency_rate=20,
         latency_seconds=2,
         warm_up_seconds=0,
+        scale_connections=8,
     ),
     "default": Profile(name="default", seconds=5, rounds=3),
     "full": Profile(name="full", seconds=5, rounds=3, scale_rows=(1_000, 1_000_000, 10_000_000)),
@@ -101,7 +103,13 @@ def targets(
 ) -> list[Target]:
     def ratio(name: str, ref: str, text: str, threshold: float) -> Target:
         c = results.get(name)
-        return Target(text, c.ratio(ref) if c else None, threshold, valid=bool(c and c.valid))
+        return Target(
+            text,
+            c.ratio(ref) if c else None,
+            threshold,
+            valid=bool(c and c.valid),
+            per_round=c.ratios(ref) if c else [],
+        )
 
     def slowdown(name: str, text: str) -> Target:
         # "within 1.5x": the big table may cost at most 1.5x the small one: the median of
@@ -109,7 +117,9 @@ def targets(
         c = results.get(name)
         per_round = [1 / x for x in c.ratios(c.references[0]) if x] if c else []
         value = median(per_round) if per_round else None
-        return Target(text, value, 1.5, at_most=True, valid=bool(c and c.valid))
+        return Target(
+            text, value, 1.5, at_most=True, valid=bool(c and c.valid), per_round=per_round
+        )
 
     out = [
         ratio("GET /orders/{id}/ cached, gateway", "/redis", "Cached GET, gateway / `/redis`", 0.6),
@@ -117,23 +127,28 @@ def targets(
         ratio("POST /orders/, gateway", "/insert", "POST /orders/, gateway / `/insert`", 0.4),
     ]
     sustained = pipe.get("sustained", {})
+    detail = ""
+    if sustained.get("bounded_by_post"):
+        detail = f"bounded by POST /orders/: {sustained['asked_rate']:g}/s asked"
+    elif sustained.get("top_of_range"):
+        detail = "a lower bound: the top of the probed range"
     out.append(
         Target(
             "Pipeline: highest sustained rate, delay 0",
             sustained.get("sustained_rate"),
             300,
             unit=" orders/s",
-            valid=bool(sustained) and sustained.get("failed", 1) == 0,
-            detail="a lower bound: the top of the probed range"
-            if sustained.get("top_of_range")
-            else "",
+            # 0 is a figure (it kept up with none of the rates probed): a miss, not invalid.
+            valid=bool(sustained.get("probes")) and sustained.get("non_2xx", 1) == 0,
+            detail=detail,
         )
     )
     latency = pipe.get("latency", {})
     processed = latency.get("processed", {})
+    asked, placed = latency.get("asked_per_s", 0), latency.get("rate_per_s", 0)
     out.append(
         Target(
-            f"Pipeline: POST -> processed_at p99 at {latency.get('rate_per_s', 0):.0f} orders/s",
+            f"Pipeline: POST -> processed_at p99 at {asked:g} orders/s",
             processed.get("p99_ms"),
             250,
             at_most=True,
@@ -141,6 +156,9 @@ def targets(
             valid=bool(processed.get("count"))
             and latency.get("post_errors", 1) == 0
             and latency.get("unprocessed", 1) == 0,
+            detail=f"the API answered {placed:.0f} POSTs/s: the rest is their queue"
+            if asked and placed < 0.95 * asked
+            else "",
         )
     )
     storm = results.get("login storm: cached GET p99 (gateway)")
@@ -151,10 +169,12 @@ def targets(
             2,
             at_most=True,
             valid=bool(storm and storm.valid),
+            per_round=storm.ratios("alone") if storm else [],
         )
     )
     for name in results:
-        if name.startswith("scale: cache-miss GET") or name.startswith("scale: list first page"):
+        # The targets' two read scenarios; the 100K-order user's list is reported beside them.
+        if name.startswith(("scale: cache-miss GET,", "scale: list first page,")):
             out.append(slowdown(name, name.removeprefix("scale: ") + " (slowdown)"))
     out.append(_rss_target(rss))
     return out
@@ -190,11 +210,29 @@ class Run:
             return None
 
     def keep(self, thunks: Iterable[Callable[[], Comparison]]) -> None:
+        """Run each comparison; one with a failed answer is run once more, because the box
+        is shared (another run's stack can take the database's last connections for a
+        moment): the second attempt counts, the first is kept in its JSON. A real error
+        fails twice."""
         for number, thunk in enumerate(thunks, 1):
-            c = self.attempt(f"{self._phase} #{number}", thunk)
+            what = f"{self._phase} #{number}"
+            c = self._measure(what, thunk)
+            if c is not None and not c.valid:
+                print(f"{comparison_table([c], header=False)}  invalid: once more", flush=True)
+                again = self._measure(what, thunk)
+                if again is not None:
+                    again.context["first_attempt"] = c.to_json()
+                    c = again
             if c is not None:  # printed as each one ends
                 self.results[c.name] = c
                 print(f"{comparison_table([c], header=False)}  ({c.seconds:.0f} s)", flush=True)
+
+    def _measure(self, what: str, thunk: Callable[[], Comparison]) -> Comparison | None:
+        free = self.attempt("free database connections", data.free_connections)
+        c: Comparison | None = self.attempt(what, thunk)
+        if c is not None:
+            c.context["free_db_connections_before"] = free
+        return c
 
 
 def _print_probes(sustained: dict[str, Any]) -> None:
@@ -203,7 +241,13 @@ def _print_probes(sustained: dict[str, Any]) -> None:
             f"  {probe['rate']:5.0f}/s for {probe['seconds']:.0f} s: achieved "
             f"{probe['achieved_rps']:.0f}/s, backlog {probe['backlog_slope_per_s']:+.1f}/s "
             f"(max {probe['backlog_max']}), failed {probe['failed']}: "
-            f"{'sustained' if probe['sustained'] else 'falls behind'}",
+            + (
+                "sustained"
+                if probe["sustained"]
+                else "kept up with fewer POSTs than asked"
+                if probe["keeps_up"]
+                else "falls behind"
+            ),
             flush=True,
         )
 
@@ -389,8 +433,11 @@ def main() -> None:
     started_at = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         report = run(profile, Path(tmp))
-    comparisons: dict[str, Comparison] = report.pop("_comparisons")
-    measured: list[Target] = report.pop("_targets")
+        comparisons: dict[str, Comparison] = report.pop("_comparisons")
+        measured: list[Target] = report.pop("_targets")
+        problems = invalid(comparisons, report["pipeline"], measured, report["errors"])
+        if problems:  # the logs say why; the run's directory is about to go
+            report["logs"] = str(keep_logs(Path(tmp), started_at))
     report["started_at"] = started_at.isoformat()
     path = write_report(report, started_at)
 
@@ -401,10 +448,19 @@ def main() -> None:
     print("\n" + table(measured))
     print(f"\n{profile.name} run, {report['duration_s']:.0f} s; written to {path}")
 
-    problems = invalid(comparisons, report["pipeline"], measured, report["errors"])
     if problems:
+        print(f"\nlogs of the run: {report['logs']}", file=sys.stderr)
         print("\nINVALID (an error or a non-2xx answer): " + "; ".join(problems), file=sys.stderr)
         sys.exit(1)
+
+
+def keep_logs(workdir: Path, started: datetime) -> Path:
+    """The stack's and the bench processes' logs, to ``.run/bench/<UTC start time>/``."""
+    out = ROOT / ".run" / "bench" / started.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, out / log.name)
+    return out
 
 
 def invalid(
@@ -418,7 +474,7 @@ def invalid(
     no valid figure. Never a missed target."""
     out = [c.name for c in comparisons.values() if not c.valid]
     sustained, latency = pipe.get("sustained"), pipe.get("latency")
-    if sustained is not None and sustained["failed"]:
+    if sustained is not None and sustained["non_2xx"]:
         out.append("pipeline: sustained rate")
     if latency is not None and (latency["post_errors"] or latency["unprocessed"]):
         out.append("pipeline: latency at a steady rate")

@@ -112,21 +112,23 @@ def comparisons(bench: Bench, small: Table, big: Table) -> Iterator[Callable[[],
     """Each comparison as a thunk (see ``Bench.api_scenarios``); both tables' APIs serve."""
     rounds = bench.profile.rounds
     label = f"{big.label} vs {small.label}"
+    connections = bench.profile.scale_connections
 
     def cached(table: Table) -> Measurement:
-        return bench.load(table.api_url, table.pool)
+        return bench.load(table.api_url, table.pool, connections=connections)
 
     def miss(table: Table) -> Measurement:
         flush_prefix(table.prefix)
-        return bench.load(table.api_url, table.pool, mode="walk")
+        return bench.load(table.api_url, table.pool, mode="walk", connections=connections)
 
     def listing(table: Table, user: int) -> Measurement:
         path = f"/orders/user/{user}/"
-        return bench.load(table.api_url, [Request("GET", path, table.tokens[user])])
+        requests = [Request("GET", path, table.tokens[user])]
+        return bench.load(table.api_url, requests, connections=connections)
 
     def cached_get() -> Comparison:
-        for table in (small, big):
-            bench.load(table.api_url, table.pool, mode="walk", seconds=120)  # warm the cache
+        for table in (small, big):  # warm the cache
+            bench.load(table.api_url, table.pool, mode="walk", seconds=120, connections=connections)
         return alternate(
             f"scale: cached GET, {label}",
             lambda: cached(big),

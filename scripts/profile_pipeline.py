@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,23 @@ async def wait_processed(dsn: str, since: datetime, count: int, within: float) -
     return time.monotonic() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process below it, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        pending += [int(child) for child in children]
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=3000)
@@ -134,8 +152,10 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             time.sleep(1.0)  # py-spy attaches
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         since = asyncio.run(write_backlog(dsn, args.orders))
         elapsed = asyncio.run(wait_processed(dsn, since, args.orders, args.timeout))
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         for spy in spies.values():
             spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
         for spy in spies.values():
@@ -143,6 +163,11 @@ def main() -> None:
         print(
             f"\n{args.orders} orders drained in {elapsed:.1f} s: "
             f"{args.orders / elapsed:.0f} orders/s (relay -> consumer -> worker -> applied)"
+        )
+        print(
+            "CPU per order: "
+            + ", ".join(f"{name} {1000 * used / args.orders:.2f} ms" for name, used in cpu.items())
+            + f" (load average {os.getloadavg()[0]:.1f})"
         )
         for name in spies:
             path = args.out / f"{name}.txt"

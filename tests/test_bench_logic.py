@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from bench import wrk
+from bench import pipeline, wrk
 from bench.common import write_report
 from bench.compare import SCENARIO, Target, alternate, comparison_table, p99, table
 from bench.pipeline import backlog_slope, is_sustained, latency_summary, refined_rate
+from bench.report import markdown
 from bench.run import invalid, targets
 
 
@@ -218,9 +219,15 @@ def test_targets_take_each_figure_from_its_own_comparison() -> None:
         ),
     )
     pipe = {
-        "sustained": {"sustained_rate": 250, "failed": 0, "top_of_range": False},
+        "sustained": {
+            "sustained_rate": 250,
+            "non_2xx": 0,
+            "probes": [{}],
+            "bounded_by_post": False,
+        },
         "latency": {
-            "rate_per_s": 100.0,
+            "asked_per_s": 100.0,
+            "rate_per_s": 99.0,
             "post_errors": 0,
             "unprocessed": 0,
             "processed": {"count": 2000, "p99_ms": 180.0},
@@ -255,14 +262,15 @@ def test_a_run_is_invalid_for_failed_answers_errors_and_missing_figures_never_fo
     )
     missed = Target("t", 0.01, 0.6)
     clean_pipe = {
-        "sustained": {"failed": 0},
+        # Timeouts while probing past the capacity are overload, not an error.
+        "sustained": {"failed": 12, "non_2xx": 0},
         "latency": {"post_errors": 0, "unprocessed": 0},
     }
 
     assert invalid(_results(slow), clean_pipe, [missed], []) == []
     problems = invalid(
         _results(slow, throttled),
-        {"sustained": {"failed": 2}, "latency": {"post_errors": 0, "unprocessed": 5}},
+        {"sustained": {"non_2xx": 2}, "latency": {"post_errors": 0, "unprocessed": 5}},
         [missed, Target("no figure", None, 1)],
         [{"what": "scale: 1,000,000 rows", "error": "RuntimeError('wrk gave no summary')"}],
     )
@@ -304,3 +312,123 @@ def test_pipeline_summary_quantiles_are_in_the_unit_given() -> None:
     assert summary["max_ms"] == 100
     assert latency_summary([]) == {"count": 0}
     assert latency_summary([7.0])["p99_ms"] == 7.0
+
+
+def test_the_markdown_report_shows_each_target_with_its_rounds_and_every_comparison(
+    tmp_path: Path,
+) -> None:
+    a, b = iter([Fake(60), Fake(70), Fake(80)]), iter([Fake(100), Fake(100), Fake(100)])
+    cached = alternate(
+        "GET /orders/{id}/ cached, gateway", lambda: next(a), {"/redis": lambda: next(b)}, 3
+    )
+    measured = targets(_results(cached), {}, [])
+    report = {
+        "started_at": "2026-12-03T15:00:00+00:00",
+        "profile": {"name": "default"},
+        "duration_s": 1200.0,
+        "machine": {"cpus": 2, "load_average": [3.0, 2.5, 2.0]},
+        "api_workers": 2,
+        "targets": [t.to_json() for t in measured],
+        "scenarios": {cached.name: cached.to_json()},
+        "pipeline": {},
+        "memory": [],
+        "errors": [{"what": "pipeline: latency", "error": "RuntimeError('x')"}],
+    }
+    path = write_report(report, datetime(2026, 12, 3, 15, 0, tzinfo=UTC), tmp_path)
+
+    text = markdown(json.loads(path.read_text()))
+
+    assert (
+        "| Cached GET, gateway / `/redis` | >= 0.6x | 0.70x | 0.60x, 0.70x, 0.80x | **pass** |"
+        in text
+    )
+    assert "| GET /orders/{id}/ cached, gateway | 70 |" in text
+    assert "**invalid**" in text  # the targets whose scenario never ran
+    assert "pipeline: latency: `RuntimeError('x')`" in text
+
+
+@dataclass
+class FakeLoad:
+    """The pipeline's probes without a stack: the API answers at most ``api`` POSTs/s, the
+    pipeline processes ``capacity`` orders/s; the backlog sampled grows by the difference."""
+
+    api: float
+    capacity: float
+    asked: list[tuple[float, float]] = field(default_factory=list)
+
+    def __call__(self, rate: float, seconds: float) -> Any:
+        self.asked.append((rate, seconds))
+        return wrk.WrkResult(
+            int(min(rate, self.api) * seconds), seconds, min(rate, self.api), 1, 1, 1, 1
+        )
+
+
+class FakeBacklog:
+    dsn = ""
+
+    def wait_drained(self, since: datetime) -> float:
+        return 0.0
+
+
+def _highest(load: FakeLoad, monkeypatch: pytest.MonkeyPatch, confirm: float = 60) -> Any:
+    class Sampler:
+        def __init__(self, dsn: str, since: datetime) -> None:
+            placed = min(load.asked[-1][0], load.api) if load.asked else 0
+            # Sampled after the load: the backlog grows at placed - capacity orders/s.
+            self.samples = [(float(t), max(0.0, placed - load.capacity) * t) for t in range(20)]
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(pipeline, "BacklogSampler", Sampler)
+    # The sampler is built before the load runs: let it see this step's rate.
+    real = pipeline.step
+
+    def step(load_: Any, backlog: Any, rate: float, seconds: float) -> Any:
+        load.asked.append((rate, 0.0))
+        return real(load_, backlog, rate, seconds)
+
+    monkeypatch.setattr(pipeline, "step", step)
+    return pipeline.highest_sustained(load, FakeBacklog(), (100, 200, 300, 400), 15, confirm)
+
+
+def test_highest_sustained_rate_brackets_the_pipeline_capacity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _highest(FakeLoad(api=1000, capacity=260), monkeypatch)
+
+    asked = [p["rate"] for p in result["probes"]]
+    assert asked == [100, 200, 300, 250]  # up to the first that falls behind, then halfway
+    assert [c["rate"] for c in result["confirms"]] == [250]
+    assert result["sustained_rate"] == 250
+    assert not result["bounded_by_post"]
+
+
+def test_an_api_slower_than_the_rate_bounds_the_figure_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _highest(FakeLoad(api=34, capacity=260), monkeypatch)
+
+    assert [p["rate"] for p in result["probes"]] == [100]  # higher rates would only queue
+    assert result["sustained_rate"] == 34
+    assert result["bounded_by_post"]
+    assert result["asked_rate"] == 100
+    measured = {t.text: t for t in targets({}, {"sustained": result}, [])}
+    rate = measured["Pipeline: highest sustained rate, delay 0"]
+    assert (rate.measured, rate.status) == (34, "miss")
+    assert "bounded by POST" in rate.detail
+
+
+def test_a_pipeline_that_keeps_up_with_none_of_the_rates_is_a_miss_at_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _highest(FakeLoad(api=1000, capacity=10), monkeypatch)
+
+    assert [p["rate"] for p in result["probes"]] == [100, 50]
+    assert result["sustained_rate"] == 0
+    measured = {t.text: t for t in targets({}, {"sustained": result}, [])}
+    assert measured["Pipeline: highest sustained rate, delay 0"].status == "miss"
+    assert targets({}, {}, [])[3].status == "invalid"  # never probed: no figure

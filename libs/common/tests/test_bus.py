@@ -34,7 +34,7 @@ from order_common.bus import (
 )
 from order_common.dlq import amqp_url_from_env, count_messages, peek, redrive
 from order_common.events import Envelope, EventType, parse_envelope
-from order_common.subscriber import Delivery, Subscriber
+from order_common.subscriber import Delivery, Subscriber, adopt_unrouted
 from order_common.testing import (
     AMQP_URL,
     amqp_connection,
@@ -133,7 +133,7 @@ async def test_a_message_no_queue_is_bound_for_is_kept_and_can_be_redriven(
     assert parse_envelope(message.body).event_id == sent.event_id
 
 
-async def test_a_subscriber_adopts_events_published_before_its_queue_existed(
+async def test_a_started_process_adopts_events_published_before_its_queue_existed(
     amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
 ) -> None:
     sent = new_order_event()
@@ -146,6 +146,9 @@ async def test_a_subscriber_adopts_events_published_before_its_queue_existed(
     subscriber = Subscriber(amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, handler)
     await subscriber.start()
     try:
+        # Starting consumes only its own queue; the re-drive is the process's next step.
+        assert await count_messages(channel, topology.unrouted_queue) == 1
+        assert await adopt_unrouted(amqp, topology) == 1
         await eventually(lambda: len(received) == 1)
     finally:
         await subscriber.stop()

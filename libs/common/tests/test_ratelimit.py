@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from order_common.cache import build_redis
@@ -28,6 +29,10 @@ async def limiter(redis: Redis) -> AsyncIterator[RateLimiter]:
     await limiter.reset()
 
 
+def _rejections(scope: str) -> float:
+    return REGISTRY.get_sample_value("rate_limit_rejections_total", {"scope": scope}) or 0.0
+
+
 async def test_the_limit_is_enforced_with_retry_after(limiter: RateLimiter) -> None:
     limit = parse_limit("3/minute")
     for _ in range(3):
@@ -42,8 +47,13 @@ async def test_the_limit_is_enforced_with_retry_after(limiter: RateLimiter) -> N
 async def test_identifiers_are_counted_apart(limiter: RateLimiter) -> None:
     limit = parse_limit("1/minute")
     await limiter.hit(limit, "token", "a")
+    # Another identity, and the same identity in another scope, each have their own allowance.
     await limiter.hit(limit, "token", "b")
     await limiter.hit(limit, "register", "a")
+    # While each one's own is spent.
+    for scope, identity in (("token", "a"), ("token", "b"), ("register", "a")):
+        with pytest.raises(TooManyRequests):
+            await limiter.hit(limit, scope, identity)
 
 
 async def test_two_limiters_sharing_redis_share_the_count() -> None:
@@ -69,8 +79,10 @@ async def test_redis_down_fails_open() -> None:
     client = build_redis("redis://127.0.0.1:1/0", 0.2)
     limiter = RateLimiter(client, key_prefix="test:down")
     limit = parse_limit("1/minute")
+    rejected = _rejections("token")
     for _ in range(3):
-        await limiter.hit(limit, "token", "x")
+        await limiter.hit(limit, "token", "x")  # beyond the limit, and still let through
+    assert _rejections("token") == rejected
     read = await limiter.hit_and_get(limit, "token", "x", key="test:down:entry")
     assert (read.ok, read.value) == (False, None)
     await client.aclose()

@@ -13,6 +13,7 @@ from order_common.testing import (
     amqp_connection,
     delete_redis_keys,
     delete_topology,
+    run_bus_settings,
     run_id,
 )
 
@@ -30,8 +31,7 @@ async def settings(amqp: AbstractRobustConnection) -> AsyncIterator[Settings]:
     settings = Settings(
         environment="test",
         amqp_url=AMQP_URL,
-        bus_exchange=f"test-{run}.events",
-        bus_queue_prefix=f"test-{run}",
+        **run_bus_settings(run),
         bus_retry_base_delay_seconds=0.2,
         redis_key_prefix=f"test:{run}:consumer",
         celery_key_prefix=f"test:{run}:celery:",

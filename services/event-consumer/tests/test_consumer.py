@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from event_consumer.consumer import SUBSCRIBER
+from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_producer
 from event_consumer.main import run
 from event_consumer.settings import Settings
-from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
+from order_common.bus import (
+    dead_letter_queue_name,
+    declare_exchange,
+    declare_subscription,
+    publish_envelope,
+)
+from order_common.cache import build_redis
 from order_common.dlq import count_messages, peek
+from order_common.events import EventType
+from order_common.subscriber import Delivery, Outcome, Subscriber
 from order_common.tasks import PROCESS_ORDER_TASK
 
 from .helpers import celery_tasks, consumers, eventually, handled, new_order_event
@@ -91,3 +99,52 @@ async def test_a_malformed_message_is_dead_lettered_and_the_consumer_keeps_going
     assert task["kwargs"]["order_id"] == str(event.data.order_id)
     assert await count_messages(channel, dlq) == 1
     await channel.close()
+
+
+async def test_a_backlog_is_handled_in_batches_and_sends_one_task_per_event_id(
+    settings: Settings, amqp: AbstractRobustConnection
+) -> None:
+    """Forty events, each delivered twice, waiting in the queue: they are handled a batch at a
+    time (one claim round trip, one thread hop of sends, one mark round trip per batch) and
+    every event id sends exactly one task; the copies are duplicates."""
+    channel = await amqp.channel()
+    topology = settings.bus_topology()
+    exchange = await declare_exchange(channel, topology)
+    await declare_subscription(channel, topology, SUBSCRIBER, EventType.NEW_ORDER)
+    events = [new_order_event() for _ in range(40)]
+    await asyncio.gather(*(publish_envelope(exchange, e) for e in events for _ in range(2)))
+
+    redis = build_redis(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
+    celery = create_celery_producer(settings)
+    handler = NewOrderHandler(settings, redis, celery)
+    batches: list[int] = []
+
+    async def counting(deliveries: Sequence[Delivery]) -> Sequence[Outcome]:
+        batches.append(len(deliveries))
+        return await handler(deliveries)
+
+    before = {result: handled(result) for result in ("ok", "duplicate")}
+    subscriber = Subscriber(
+        amqp,
+        topology,
+        SUBSCRIBER,
+        EventType.NEW_ORDER,
+        batch_handler=counting,
+        retry=settings.bus_retry_policy(),
+        prefetch=settings.prefetch,
+    )
+    await subscriber.start()
+    try:
+        await eventually(lambda: sum(batches) >= 80)
+    finally:
+        await subscriber.stop()
+        await redis.aclose()
+        await asyncio.to_thread(celery.close)
+        await channel.close()
+
+    tasks = await celery_tasks(settings)
+    assert sorted(t["kwargs"]["event_id"] for t in tasks) == sorted(str(e.event_id) for e in events)
+    assert handled("ok") == before["ok"] + 40
+    assert handled("duplicate") == before["duplicate"] + 40
+    assert max(batches) > 1, batches
+    assert len(batches) < 80

@@ -29,7 +29,13 @@ from sqlalchemy.pool import NullPool
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
-from order_common.testing import AMQP_URL, amqp_connection, delete_topology, run_id
+from order_common.testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    run_bus_settings,
+    run_id,
+)
 from orders_service import events
 from orders_service.main import create_app
 from orders_service.order_processed import SUBSCRIBER
@@ -264,7 +270,7 @@ async def relay_settings(
     async with relay_db.begin() as conn:
         await conn.execute(text("DELETE FROM outbox_events"))
     run = run_id()
-    names = {"bus_exchange": f"test-{run}.events", "bus_queue_prefix": f"test-{run}"}
+    names = run_bus_settings(run)
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {

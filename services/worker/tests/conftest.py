@@ -7,7 +7,13 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from order_common.bus import QUORUM_QUEUE_ARGUMENTS, declare_exchange, delete_exchanges
 from order_common.events import EventType
-from order_common.testing import AMQP_URL, amqp_connection, delete_redis_keys, run_id
+from order_common.testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_redis_keys,
+    run_bus_settings,
+    run_id,
+)
 from order_worker.settings import Settings
 
 
@@ -24,8 +30,7 @@ async def settings() -> AsyncIterator[Settings]:
     settings = Settings(
         environment="test",
         amqp_url=AMQP_URL,
-        bus_exchange=f"test-{run}.events",
-        bus_queue_prefix=f"test-{run}",
+        **run_bus_settings(run),
         redis_key_prefix=f"test:{run}:worker",
         celery_key_prefix=f"test:{run}:celery:",
         processing_delay_seconds=0,

@@ -283,6 +283,18 @@ async def delete_exchanges(channel: AbstractChannel, topology: Topology) -> None
 # --- publishing -----------------------------------------------------------------------------
 
 
+def publish_span_attributes(exchange: str, envelope: Envelope[Any]) -> dict[str, str]:
+    """The attributes of the span of one event's publish (here and in the worker's kombu
+    publisher): the exchange, the event type as routing key, the event id."""
+    return telemetry.messaging_attributes(
+        "rabbitmq",
+        "publish",
+        exchange,
+        message_id=str(envelope.event_id),
+        extra={"messaging.rabbitmq.destination.routing_key": envelope.event_type.value},
+    )
+
+
 def envelope_message(
     envelope: Envelope[Any], headers: Mapping[str, Any] | None = None
 ) -> aio_pika.Message:
@@ -330,13 +342,7 @@ async def publish_envelope(
         f"{event_type} publish",
         kind=telemetry.SpanKind.PRODUCER,
         parent=parent,
-        attributes={
-            "messaging.system": "rabbitmq",
-            "messaging.operation.type": "publish",
-            "messaging.destination.name": target.name,
-            "messaging.rabbitmq.destination.routing_key": event_type,
-            "messaging.message.id": str(envelope.event_id),
-        },
+        attributes=publish_span_attributes(target.name, envelope),
     ):
         message = envelope_message(envelope, headers)
         # This span's context replaces the one the headers came with.

@@ -67,6 +67,9 @@ class Delivery:
     attempt: int  # 1 on the first run of the handler for this message
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False  # the broker delivered it before without an ack (a crash)
+    # Its ``{event_type} process`` span: a batch handler runs in the first delivery's span
+    # and makes each delivery's own work a child of this one (one trace per order).
+    span: Span | None = None
 
 
 class Handled(StrEnum):
@@ -141,7 +144,8 @@ class Subscriber:
     once), then closes the channel; a message not yet settled goes back to the queue.
 
     Tracing: each message gets its ``{event_type} process`` span, in its own trace; a batch
-    handler runs in the span of the batch's first message.
+    handler runs in the span of the batch's first message, and finds each message's own span
+    on its ``Delivery.span`` for the work done for that message alone.
 
     Usage::
 
@@ -220,19 +224,6 @@ class Subscriber:
                 await channel.close()
             raise
         logger.info("consuming %s", self.queue_name, extra={"queue": self.queue_name})
-        await self._adopt_unrouted()
-
-    async def _adopt_unrouted(self) -> None:
-        """Events published before this queue first existed waited in the unrouted queue;
-        now that the queue is bound, send them through the exchange again so none is left
-        behind (the ones nobody subscribes to go back to the unrouted queue)."""
-        try:
-            moved = await redrive(self._connection, self.topology.unrouted_queue)
-        except Exception as exc:  # the queue is consumed already; this is a courtesy
-            logger.warning("could not re-drive the unrouted queue: %s", exc)
-            return
-        if moved:
-            logger.info("re-drove %d unrouted events", moved, extra={"queue": self.queue_name})
 
     async def stop(self, grace_period: float = 30.0) -> None:
         """Stop taking messages, let the delivered ones finish (up to ``grace_period`` s; after
@@ -318,13 +309,13 @@ class Subscriber:
             f"{self.event_type.value} process",
             context=self._parent_context(headers),
             kind=telemetry.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": self.queue_name,
-                "messaging.consumer.group.name": self.subscriber,
-                "messaging.message.id": message.message_id or "",
-            },
+            attributes=telemetry.messaging_attributes(
+                "rabbitmq",
+                "process",
+                self.queue_name,
+                message_id=message.message_id or "",
+                extra={"messaging.consumer.group.name": self.subscriber},
+            ),
         )
 
     async def _settle_batch(self, batch: list[AbstractIncomingMessage]) -> None:
@@ -352,7 +343,7 @@ class Subscriber:
                     results.append((span, "dead_lettered"))
                     continue
                 delivery = Delivery(
-                    envelope, attempt, headers, redelivered=bool(message.redelivered)
+                    envelope, attempt, headers, redelivered=bool(message.redelivered), span=span
                 )
                 pending.append(_Pending(message, headers, delivery, span))
 
@@ -541,3 +532,22 @@ class Subscriber:
             mandatory=False,
             timeout=self._publish_timeout,
         )
+
+
+async def adopt_unrouted(connection: AbstractConnection, topology: Topology) -> int:
+    """The start-up step of a process on the bus, once its subscribers are consuming: events
+    published before any queue was bound for them (the relay ran before the consumer's first
+    start) waited in the topology's shared unrouted queue; send them all through the exchange
+    again. Each now reaches the queues bound for its type -- any subscriber's, not only this
+    process's -- and one nobody subscribes to goes back to the unrouted queue. Safe to run
+    any time and from any process (``order-bus dlq redrive <exchange>.unrouted`` does the
+    same by hand). Returns how many moved; a failure is logged, never raised: the
+    subscribers are consuming already."""
+    try:
+        moved = await redrive(connection, topology.unrouted_queue)
+    except Exception as exc:
+        logger.warning("could not re-drive the unrouted queue: %s", exc)
+        return 0
+    if moved:
+        logger.info("re-drove %d unrouted events", moved, extra={"queue": topology.unrouted_queue})
+    return moved

@@ -303,6 +303,27 @@ def error_status(exc: BaseException) -> Status:
     return Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
 
+def messaging_attributes(
+    system: str,
+    operation: str,
+    destination: str,
+    *,
+    message_id: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The OpenTelemetry messaging attributes of a span that publishes, sends or processes a
+    message (``operation``: ``publish``, ``send``, ``process``), plus ``extra`` ones."""
+    attributes = {
+        "messaging.system": system,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination,
+    }
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
+    attributes.update(extra or {})
+    return attributes
+
+
 def exemplar() -> dict[str, str] | None:
     """The exemplar labels for an observation made now: the current trace id."""
     ids = current_trace_ids()

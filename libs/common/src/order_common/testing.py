@@ -59,6 +59,12 @@ def run_topology(run: str) -> Topology:
     return Topology(exchange=f"test-{run}.events", queue_prefix=f"test-{run}")
 
 
+def run_bus_settings(run: str) -> dict[str, str]:
+    """``run_topology(run)`` as the fields of a service's ``BusSettings``."""
+    topology = run_topology(run)
+    return {"bus_exchange": topology.exchange, "bus_queue_prefix": topology.queue_prefix}
+
+
 def new_order(*, user_id: int = 1, name: str = "Laptop", price: str = "400.00") -> NewOrder:
     """A pending order of one item."""
     return NewOrder(

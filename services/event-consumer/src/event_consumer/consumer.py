@@ -3,22 +3,37 @@
 De-duplication is a Redis key per event id: claimed (SET NX, short TTL) before the task is
 sent and marked sent (long TTL) after, so a redelivered or replayed event sends nothing, two
 copies handled at once send one task, and a crash between sending and marking sends again
-rather than losing the order (the worker is idempotent for that case)."""
+rather than losing the order (the worker is idempotent for that case).
+
+The events in hand (up to the prefetch) are handled as one batch: one pipelined round trip
+claims every event id, one thread hop sends the tasks, one round trip marks them sent, and the
+subscriber acks them at once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
+from opentelemetry.trace import Span, use_span
 from redis.asyncio import Redis
 
 from event_consumer.settings import Settings
 from order_common.events import NewOrder
-from order_common.subscriber import Delivery, Handled
+from order_common.outages import is_dependency_outage
+from order_common.subscriber import Delivery, Handled, Outcome
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.telemetry import SpanKind, inject_headers, start_span
+from order_common.telemetry import (
+    SpanKind,
+    current_span,
+    error_status,
+    inject_headers,
+    messaging_attributes,
+    tracer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +68,10 @@ def create_celery_producer(settings: Settings) -> Celery:
 
 
 class NewOrderHandler:
+    """A batch handler: one outcome per delivery, in order. A batch costs one Redis round trip
+    to claim every event id, one thread hop to send the tasks, one round trip to mark them
+    sent -- not three round trips and a thread hop per order."""
+
     def __init__(self, settings: Settings, redis: Redis, celery: Celery) -> None:
         self._settings = settings
         self._redis = redis
@@ -61,56 +80,146 @@ class NewOrderHandler:
     def _key(self, event_id: uuid.UUID) -> str:
         return f"{self._settings.redis_key_prefix}:dedup:new_order:{event_id}"
 
-    async def __call__(self, delivery: Delivery) -> Handled:
-        envelope = delivery.envelope
-        order = envelope.data
-        assert isinstance(order, NewOrder)
-        extra = {"order_id": str(order.order_id), "event_id": str(envelope.event_id)}
-        logger.info("new_order received order_id=%s", order.order_id, extra=extra)
-
-        key = self._key(envelope.event_id)
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        # One claim per event id; a second copy in the batch shares the first one's outcome.
+        first: dict[uuid.UUID, int] = {}
+        for index, delivery in enumerate(deliveries):
+            order = delivery.envelope.data
+            assert isinstance(order, NewOrder)
+            logger.info("new_order received order_id=%s", order.order_id, extra=_extra(delivery))
+            first.setdefault(delivery.envelope.event_id, index)
+        event_ids = list(first)
+        keys = [self._key(event_id) for event_id in event_ids]
         claim = f"claim:{uuid.uuid4().hex}".encode()
-        claimed = await self._redis.set(
-            key, claim, nx=True, ex=self._settings.dedup_claim_ttl_seconds
-        )
-        if not claimed:
-            if await self._redis.get(key) == _SENT:
-                logger.info("duplicate new_order skipped order_id=%s", order.order_id, extra=extra)
-                return Handled.DUPLICATE
-            raise EventInFlight(f"event {envelope.event_id} is being handled by another delivery")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, claim, nx=True, ex=self._settings.dedup_claim_ttl_seconds)
+            claimed = await pipe.execute()
+        held = [event_id for event_id, ok in zip(event_ids, claimed, strict=True) if not ok]
+        current: dict[uuid.UUID, Any] = {}
+        if held:
+            values = await self._redis.mget([self._key(event_id) for event_id in held])
+            current = dict(zip(held, values, strict=True))
 
-        payload = ProcessOrder(order_id=order.order_id, event_id=envelope.event_id)
+        outcome_of: dict[uuid.UUID, Outcome] = {}
+        for event_id, value in current.items():
+            delivery = deliveries[first[event_id]]
+            if value == _SENT:
+                logger.info(
+                    "duplicate new_order skipped order_id=%s",
+                    delivery.envelope.data.order_id,
+                    extra=_extra(delivery),
+                )
+                outcome_of[event_id] = Handled.DUPLICATE
+            else:
+                outcome_of[event_id] = EventInFlight(
+                    f"event {event_id} is being handled by another delivery"
+                )
+
+        to_send = [event_id for event_id, ok in zip(event_ids, claimed, strict=True) if ok]
+        if to_send:
+            failures = await self._send([deliveries[first[event_id]] for event_id in to_send])
+            sent = [e for e, failure in zip(to_send, failures, strict=True) if failure is None]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event_id in sent:
+                    pipe.set(self._key(event_id), _SENT, ex=self._settings.dedup_ttl_seconds)
+                await pipe.execute()
+            for event_id, failure in zip(to_send, failures, strict=True):
+                delivery = deliveries[first[event_id]]
+                if failure is None:
+                    logger.info(
+                        "process_order sent order_id=%s",
+                        delivery.envelope.data.order_id,
+                        extra=_extra(delivery),
+                    )
+                    outcome_of[event_id] = Handled.OK
+                else:
+                    outcome_of[event_id] = failure
+            await self._release([e for e, f in zip(to_send, failures, strict=True) if f], claim)
+
+        outcomes: list[Outcome] = []
+        for index, delivery in enumerate(deliveries):
+            event_id = delivery.envelope.event_id
+            outcome = outcome_of[event_id]
+            if first[event_id] != index and not isinstance(outcome, BaseException):
+                outcome = Handled.DUPLICATE  # a copy of an event sent (or skipped) above
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _release(self, event_ids: Sequence[uuid.UUID], claim: bytes) -> None:
+        """Give up the claims of the sends that failed, so their retry can send (unless a claim
+        already expired and another delivery took it)."""
+        if not event_ids:
+            return
+        keys = [self._key(event_id) for event_id in event_ids]
+        values = await self._redis.mget(keys)
+        ours = [key for key, value in zip(keys, values, strict=True) if value == claim]
+        if ours:
+            await self._redis.delete(*ours)
+
+    async def _send(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        """Send one task per delivery, all in one thread hop (send_task blocks on the broker),
+        each with its own trace's context in its headers: the worker's task span continues
+        the order's trace. (Celery's own instrumentation cannot: it only follows tasks it has
+        registered, and this process sends by name.) What each send raised, or None."""
+        spans: list[Span] = []
+        sends: list[tuple[dict[str, Any], dict[str, str]]] = []
+        for delivery in deliveries:
+            order = delivery.envelope.data
+            payload = ProcessOrder(order_id=order.order_id, event_id=delivery.envelope.event_id)
+            with use_span(delivery.span or current_span(), end_on_exit=False):
+                span = tracer().start_span(
+                    f"{PROCESS_ORDER_TASK} send",
+                    kind=SpanKind.PRODUCER,
+                    attributes=messaging_attributes(
+                        "celery",
+                        "send",
+                        self._settings.celery_queue,
+                        extra={"celery.task_name": PROCESS_ORDER_TASK},
+                    ),
+                )
+            with use_span(span, end_on_exit=False):
+                headers = inject_headers()
+            spans.append(span)
+            sends.append((payload.model_dump(mode="json"), headers))
         try:
-            await self._send(payload)
-        except Exception:
-            # Release the claim so the retry can send (unless it already expired and another
-            # delivery took it).
-            if await self._redis.get(key) == claim:
-                await self._redis.delete(key)
+            failures = await asyncio.to_thread(self._send_all, sends)
+        except BaseException as exc:
+            failures = [exc] * len(spans)
             raise
-        await self._redis.set(key, _SENT, ex=self._settings.dedup_ttl_seconds)
-        logger.info("process_order sent order_id=%s", order.order_id, extra=extra)
-        return Handled.OK
+        finally:
+            for span, failure in zip(spans, failures, strict=True):
+                if failure is not None:
+                    span.record_exception(failure)
+                    span.set_status(error_status(failure))
+                span.end()
+        return failures
 
-    async def _send(self, payload: ProcessOrder) -> None:
-        """Send the task with this trace's context in its headers: the worker's task span
-        continues it. (Celery's own instrumentation cannot: it only follows tasks it has
-        registered, and this process sends by name.)"""
-        with start_span(
-            f"{PROCESS_ORDER_TASK} send",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "celery",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": self._settings.celery_queue,
-                "celery.task_name": PROCESS_ORDER_TASK,
-            },
-        ):
-            # send_task blocks on the broker: keep it off the event loop.
-            await asyncio.to_thread(
-                self._celery.send_task,
-                PROCESS_ORDER_TASK,
-                kwargs=payload.model_dump(mode="json"),
-                queue=self._settings.celery_queue,
-                headers=inject_headers(),
-            )
+    def _send_all(
+        self, sends: Sequence[tuple[dict[str, Any], dict[str, str]]]
+    ) -> list[BaseException | None]:
+        failures: list[BaseException | None] = []
+        outage: BaseException | None = None
+        for kwargs, headers in sends:
+            if outage is not None:  # the broker is away: the rest would only wait to fail
+                failures.append(outage)
+                continue
+            try:
+                self._celery.send_task(
+                    PROCESS_ORDER_TASK,
+                    kwargs=kwargs,
+                    queue=self._settings.celery_queue,
+                    headers=headers,
+                )
+            except Exception as exc:
+                failures.append(exc)
+                if is_dependency_outage(exc):
+                    outage = exc
+            else:
+                failures.append(None)
+        return failures
+
+
+def _extra(delivery: Delivery) -> dict[str, str]:
+    order = delivery.envelope.data
+    return {"order_id": str(order.order_id), "event_id": str(delivery.envelope.event_id)}

@@ -10,7 +10,7 @@ from event_consumer.settings import Settings
 from order_common.bus import connect_retrying
 from order_common.cache import build_redis
 from order_common.events import EventType
-from order_common.subscriber import Subscriber
+from order_common.subscriber import Subscriber, adopt_unrouted
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             settings.bus_topology(),
             SUBSCRIBER,
             EventType.NEW_ORDER,
-            NewOrderHandler(settings, redis, celery),
+            batch_handler=NewOrderHandler(settings, redis, celery),
             retry=settings.bus_retry_policy(),
             outage_retry=settings.bus_outage_retry_policy(),
             prefetch=settings.prefetch,
             delivery_limit=settings.bus_delivery_limit,
         )
         await subscriber.start()
+        await adopt_unrouted(connection, settings.bus_topology())
         logger.info("event consumer started")
         await stop.wait()
         logger.info("stopping: finishing the messages in hand")

@@ -16,6 +16,7 @@ import logging
 from order_common.bus import connect_retrying, declare_exchange
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
+from order_common.subscriber import adopt_unrouted
 from orders_service.cache import OrderCache
 from orders_service.order_processed import OrderProcessedHandler, order_processed_subscriber
 from orders_service.relay import OutboxPublisher, OutboxRelay
@@ -65,6 +66,7 @@ class EventsProcess:
                     connection, settings, OrderProcessedHandler(session_factory, cache)
                 )
                 await subscriber.start()
+                await adopt_unrouted(connection, topology)
                 publisher = OutboxPublisher(
                     session_factory, exchange, batch_size=settings.relay_batch_size
                 )

@@ -14,7 +14,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
-from order_common.bus import JSON, UNROUTED_QUEUE_ARGUMENTS, Topology
+from order_common.bus import JSON, UNROUTED_QUEUE_ARGUMENTS, Topology, publish_span_attributes
 from order_common.events import Envelope
 from order_common.telemetry import SpanKind, inject_headers, start_span
 
@@ -58,13 +58,7 @@ class BusPublisher:
             start_span(
                 f"{event_type} publish",
                 kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "rabbitmq",
-                    "messaging.operation.type": "publish",
-                    "messaging.destination.name": self._exchange.name,
-                    "messaging.rabbitmq.destination.routing_key": event_type,
-                    "messaging.message.id": str(envelope.event_id),
-                },
+                attributes=publish_span_attributes(self._exchange.name, envelope),
             ),
             self._lock,
         ):
