@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -99,7 +100,10 @@ def _unrelated_not_stalled(chaos: Chaos) -> None:
         thread.join()
     for name, latencies in probes.items():
         assert latencies, f"no probe of {name}"
-        assert max(latencies) < 1.0, f"{name} stalled: {latencies}"
+        # A stalled request would wait for the slow dependency (seconds at these delays);
+        # the median allows for a machine shared with other work, the maximum for a hiccup.
+        assert statistics.median(latencies) < 0.3, f"{name} stalled: {latencies}"
+        assert max(latencies) < 3.0, f"{name} stalled: {latencies}"
 
 
 def _stop_postgres(chaos: Chaos) -> None:
