@@ -36,7 +36,7 @@ EXTRA_MODULES = {
         "serve",
         "body_limit",
     },
-    "bus": {"bus", "subscriber", "dlq", "testing"},
+    "bus": {"bus", "subscriber", "delivery", "redelivery", "dlq", "testing"},
 }
 # What each member imports of order_common (its extras).
 MEMBER_EXTRAS = {

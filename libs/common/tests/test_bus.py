@@ -32,9 +32,10 @@ from order_common.bus import (
     publish_envelope,
     retry_queue_name,
 )
-from order_common.dlq import amqp_url_from_env, count_messages, peek, redrive
+from order_common.delivery import Delivery
+from order_common.dlq import adopt_unrouted, amqp_url_from_env, count_messages, peek, redrive
 from order_common.events import Envelope, EventType, parse_envelope
-from order_common.subscriber import Delivery, Subscriber, adopt_unrouted
+from order_common.subscriber import Subscriber
 from order_common.testing import (
     AMQP_URL,
     amqp_connection,

@@ -19,8 +19,9 @@ from order_common.bus import (
     declare_exchange,
     publish_envelope,
 )
+from order_common.delivery import Delivery, Handled
 from order_common.events import EventType
-from order_common.subscriber import Delivery, Handled, Subscriber
+from order_common.subscriber import Subscriber
 from order_common.testing import (
     AMQP_URL,
     amqp_connection,

@@ -316,3 +316,95 @@ def test_the_log_output_of_a_real_logger_is_one_json_object_per_line() -> None:
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["one", "two"]
     assert "swordfish" not in lines[1]["exc_info"]
+
+
+def _served(env: dict[str, str]) -> dict[str, object]:
+    """Requests to an app built the way the services build theirs, in a fresh process that ran
+    setup_telemetry with ``env``: what the handler saw of its span, with and without a caller's
+    traceparent, and what was installed."""
+    script = textwrap.dedent(
+        """
+        import asyncio, json
+        import httpx
+        from fastapi import FastAPI
+        from opentelemetry import trace
+        from order_common import telemetry
+        from order_common.cache import build_redis
+        from order_common.http import NATIVE_TELEMETRY_OFF, install_middleware
+        from order_common.http_errors import install_error_handlers
+        from order_common.settings import ApiSettings
+
+        telemetry.setup_telemetry("served")
+        app = FastAPI(**NATIVE_TELEMETRY_OFF)
+
+        @app.get("/span")
+        async def span() -> dict:
+            current = trace.get_current_span()
+            ids = telemetry.current_trace_ids()
+            return {"recording": current.is_recording(), "trace_id": ids[0] if ids else None,
+                    "span_id": ids[1] if ids else None}
+
+        install_error_handlers(app)
+        install_middleware(app, ApiSettings(_env_file=None))
+        redis = build_redis("redis://127.0.0.1:1/0", 0.1)
+
+        async def main():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                fresh = (await client.get("/span")).json()
+                again = (await client.get("/span")).json()
+                parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                continued = (await client.get("/span", headers={"traceparent": parent})).json()
+            middleware, node = [], app.build_middleware_stack()
+            while node is not None and len(middleware) < 40:
+                middleware.append(type(node).__name__)
+                node = getattr(node, "app", None)
+            print(json.dumps({"fresh": fresh, "again": again, "continued": continued,
+                              "middleware": middleware,
+                              "redis_traced": hasattr(redis, "_is_instrumented_by_opentelemetry")
+                              and bool(redis._is_instrumented_by_opentelemetry)}))
+
+        asyncio.run(main())
+        """
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_without_an_exporter_a_request_builds_no_span_but_keeps_trace_ids() -> None:
+    served = _served({})
+    fresh, again, continued = (served[k] for k in ("fresh", "again", "continued"))
+    assert isinstance(fresh, dict)
+    assert isinstance(again, dict)
+    assert isinstance(continued, dict)
+
+    assert "TraceIdMiddleware" in served["middleware"]  # type: ignore[operator]
+    assert "OpenTelemetryMiddleware" not in served["middleware"]  # type: ignore[operator]
+    assert served["redis_traced"] is False
+    assert fresh["recording"] is False
+    assert fresh["trace_id"] not in (None, "0" * 32)
+    assert fresh["trace_id"] != again["trace_id"]  # each request its own trace
+    # A caller's trace is continued: the logs and the outbox row carry its id.
+    assert continued["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert continued["span_id"] != "b7ad6b7169203331"
+
+
+def test_with_an_exporter_requests_are_traced_by_the_opentelemetry_middleware() -> None:
+    served = _served({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    fresh, continued = served["fresh"], served["continued"]
+    assert isinstance(fresh, dict)
+    assert isinstance(continued, dict)
+
+    assert "OpenTelemetryMiddleware" in served["middleware"]  # type: ignore[operator]
+    assert "TraceIdMiddleware" not in served["middleware"]  # type: ignore[operator]
+    assert served["redis_traced"] is True
+    assert fresh["recording"] is True
+    assert continued["trace_id"] == "0af7651916cd43dd8448eb211c80319c"

@@ -20,9 +20,10 @@ from order_common.bus import (
     publish_envelope,
 )
 from order_common.cache import build_redis
+from order_common.delivery import Delivery, Outcome
 from order_common.dlq import count_messages, peek
 from order_common.events import EventType
-from order_common.subscriber import Delivery, Outcome, Subscriber
+from order_common.subscriber import Subscriber
 from order_common.tasks import PROCESS_ORDER_TASK
 
 from .helpers import celery_tasks, consumers, eventually, handled, new_order_event

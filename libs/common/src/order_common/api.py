@@ -30,7 +30,7 @@ from order_common.health import (
     health_router,
     redis_check,
 )
-from order_common.http import install_middleware
+from order_common.http import NATIVE_TELEMETRY_OFF, install_middleware
 from order_common.http_errors import install_error_handlers
 from order_common.settings import ApiSettings
 
@@ -86,6 +86,7 @@ def build_api(
         openapi_tags=[*tags, HEALTH_TAG],
         redirect_slashes=False,
         lifespan=lifespan,
+        **NATIVE_TELEMETRY_OFF,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,8 +40,11 @@ from order_common.bus import (
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
     REDRIVES_HEADER,
+    Topology,
     republished,
 )
+
+logger = logging.getLogger(__name__)
 
 DLQ_SUFFIX = ".dlq"
 UNROUTED_SUFFIX = ".unrouted"
@@ -204,6 +208,25 @@ def _reset(headers: dict[str, Any]) -> dict[str, Any]:
     kept[REDRIVES_HEADER] = (redrives if isinstance(redrives, int) else 0) + 1
     kept["x-redriven-at"] = datetime.now(UTC).isoformat()
     return kept
+
+
+async def adopt_unrouted(connection: AbstractConnection, topology: Topology) -> int:
+    """The start-up step of a process on the bus, once its subscribers are consuming: events
+    published before any queue was bound for them (the relay ran before the consumer's first
+    start) waited in the topology's shared unrouted queue; send them all through the exchange
+    again. Each now reaches the queues bound for its type -- any subscriber's, not only this
+    process's -- and one nobody subscribes to goes back to the unrouted queue. Safe to run
+    any time and from any process (``order-bus dlq redrive <exchange>.unrouted`` does the
+    same by hand). Returns how many moved; a failure is logged, never raised: the
+    subscribers are consuming already."""
+    try:
+        moved = await redrive(connection, topology.unrouted_queue)
+    except Exception as exc:
+        logger.warning("could not re-drive the unrouted queue: %s", exc)
+        return 0
+    if moved:
+        logger.info("re-drove %d unrouted events", moved, extra={"queue": topology.unrouted_queue})
+    return moved
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and tracing."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,21 @@ from order_common.settings import ApiSettings
 from order_common.telemetry import instrument_app
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _native_telemetry_off() -> dict[str, Any]:
+    """``FastAPI(**NATIVE_TELEMETRY_OFF)``: FastAPI's own OpenTelemetry bridge (recent FastAPI
+    versions) switches itself on once a tracer provider is installed, and would trace every
+    request a second time, with a span per dependency; ``order_common.telemetry`` traces each
+    request once (or, exporting nothing, only keeps its ids)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {
+        "telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    }
+
+
+NATIVE_TELEMETRY_OFF = _native_telemetry_off()
 
 
 class SlashAgnosticRouter(APIRouter):

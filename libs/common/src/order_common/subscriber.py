@@ -8,16 +8,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     ConsumerTag,
@@ -27,22 +24,14 @@ from opentelemetry.trace import Span, use_span
 from order_common import telemetry
 from order_common.aio import RetryPolicy
 from order_common.bus import (
-    ATTEMPTS_HEADER,
-    DEAD_LETTERED_AT_HEADER,
     DEFAULT_DELIVERY_LIMIT,
-    ERROR_HEADER,
-    ORIGINAL_ROUTING_KEY_HEADER,
-    QUEUE_HEADER,
-    REASON_HEADER,
     DeadLetterReason,
     RejectMessage,
     Topology,
     declare_subscription,
-    republished,
-    retry_queue_name,
 )
-from order_common.dlq import redrive
-from order_common.events import Envelope, EventType, parse_envelope
+from order_common.delivery import BatchHandler, Delivery, Handled, Handler, Outcome
+from order_common.events import EventType, parse_envelope
 from order_common.metrics import (
     BUS_EVENTS_CONSUMED,
     BUS_HANDLING_DURATION,
@@ -51,39 +40,12 @@ from order_common.metrics import (
     BUS_RESULTS,
 )
 from order_common.outages import is_dependency_outage
+from order_common.redelivery import Redelivery, attempts_so_far, error_text
 
 logger = logging.getLogger(__name__)
 
-_MAX_ERROR_LENGTH = 2000
 # Waiting for an unreachable dependency: quick at first, then every 10 s at most, for ever.
 OUTAGE_RETRY = RetryPolicy(max_attempts=1, base_delay=0.5, max_delay=10.0)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What a handler gets: the validated envelope and the message's context."""
-
-    envelope: Envelope[Any]
-    attempt: int  # 1 on the first run of the handler for this message
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    redelivered: bool = False  # the broker delivered it before without an ack (a crash)
-    # Its ``{event_type} process`` span: a batch handler runs in the first delivery's span
-    # and makes each delivery's own work a child of this one (one trace per order).
-    span: Span | None = None
-
-
-class Handled(StrEnum):
-    """What a handler may return (``None`` means ``OK``); counted on the metrics."""
-
-    OK = "ok"
-    DUPLICATE = "duplicate"  # seen before: nothing was done
-
-
-Handler = Callable[[Delivery], Awaitable[Handled | None]]
-# What became of one delivery: the handler's return value, or the exception it met.
-Outcome = Handled | BaseException | None
-# Handles many deliveries at once (e.g. one UPDATE for all); one outcome per delivery, in order.
-BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Outcome]]]
 
 
 @dataclass
@@ -104,17 +66,6 @@ def _is_outage(outcome: Outcome, is_outage: Callable[[BaseException], bool]) -> 
         and not isinstance(outcome, RejectMessage)
         and is_outage(outcome)
     )
-
-
-def _attempts_so_far(headers: Mapping[str, Any]) -> int:
-    try:
-        return max(0, int(headers.get(ATTEMPTS_HEADER, 0)))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
 
 
 class Subscriber:
@@ -191,7 +142,7 @@ class Subscriber:
         self.queue_name = topology.queue_name(subscriber, event_type)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
-        self._dlx: AbstractExchange | None = None
+        self._redelivery: Redelivery | None = None
         self._consumer_tag: ConsumerTag | None = None
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -209,7 +160,12 @@ class Subscriber:
                 self.event_type,
                 delivery_limit=self._delivery_limit,
             )
-            self._dlx = await channel.get_exchange(self.topology.dead_letter_exchange, ensure=False)
+            self._redelivery = Redelivery(
+                channel,
+                await channel.get_exchange(self.topology.dead_letter_exchange, ensure=False),
+                self.queue_name,
+                publish_timeout=self._publish_timeout,
+            )
             self._channel = channel
             for result in BUS_RESULTS:  # every series exists from the start, at 0
                 BUS_EVENTS_CONSUMED.labels(self.subscriber, self.event_type.value, result)
@@ -258,6 +214,11 @@ class Subscriber:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+    @property
+    def _redeliver(self) -> Redelivery:
+        assert self._redelivery is not None, "start() first"
+        return self._redelivery
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Deliveries queue up here (at most `prefetch`, the broker sends no more unacked);
@@ -328,7 +289,7 @@ class Subscriber:
                 headers = dict(message.headers or {})
                 span = self._start_span(message, headers)
                 spans.append(span)
-                attempt = _attempts_so_far(headers) + 1
+                attempt = attempts_so_far(headers) + 1
                 try:
                     envelope = parse_envelope(message.body)
                     if envelope.event_type != self.event_type:
@@ -337,7 +298,7 @@ class Subscriber:
                         )
                 except ValueError as exc:  # pydantic's ValidationError included
                     with use_span(span, end_on_exit=False):
-                        await self._dead_letter(
+                        await self._redeliver.dead_letter(
                             message, headers, DeadLetterReason.POISON, exc, attempt - 1
                         )
                     results.append((span, "dead_lettered"))
@@ -432,7 +393,7 @@ class Subscriber:
                 self.queue_name,
                 len(todo),
                 delay,
-                _error_text(error),
+                error_text(error),
                 extra={"queue": self.queue_name, "outage_retries": failures},
             )
             BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(1)
@@ -445,109 +406,16 @@ class Subscriber:
 
     async def _conclude(self, item: _Pending, outcome: Outcome) -> str:
         """Settle one message by its outcome (republishing it if it failed); its result."""
-        message, headers, attempt = item.message, item.headers, item.delivery.attempt
         if not isinstance(outcome, BaseException):
             return Handled(outcome or Handled.OK).value
-        if isinstance(outcome, RejectMessage):
-            await self._dead_letter(message, headers, DeadLetterReason.REJECTED, outcome, attempt)
-            return "dead_lettered"
-        item.span.record_exception(outcome)
-        item.span.set_status(telemetry.error_status(outcome))
-        if attempt >= self.retry.max_attempts:
-            await self._dead_letter(
-                message, headers, DeadLetterReason.MAX_ATTEMPTS, outcome, attempt
-            )
-            return "dead_lettered"
-        delay = self.retry.delay(attempt)
-        logger.warning(
-            "handler failed (attempt %d of %d), retrying in %.1f s: %s",
-            attempt,
-            self.retry.max_attempts,
-            delay,
-            _error_text(outcome),
-            extra={
-                "queue": self.queue_name,
-                "event_id": str(item.delivery.envelope.event_id),
-                "attempt": attempt,
-            },
+        if not isinstance(outcome, RejectMessage):
+            item.span.record_exception(outcome)
+            item.span.set_status(telemetry.error_status(outcome))
+        return await self._redeliver.failed(
+            item.message,
+            item.headers,
+            outcome,
+            attempt=item.delivery.attempt,
+            retry=self.retry,
+            event_id=str(item.delivery.envelope.event_id),
         )
-        await self._publish_retry(message, headers, attempt, delay, outcome)
-        return "retried"
-
-    async def _publish_retry(
-        self,
-        message: AbstractIncomingMessage,
-        headers: dict[str, Any],
-        attempts: int,
-        delay: float,
-        exc: BaseException,
-    ) -> None:
-        assert self._channel is not None
-        headers = {
-            **headers,
-            ATTEMPTS_HEADER: attempts,
-            ERROR_HEADER: _error_text(exc),
-            ORIGINAL_ROUTING_KEY_HEADER: headers.get(
-                ORIGINAL_ROUTING_KEY_HEADER, message.routing_key or ""
-            ),
-        }
-        await self._channel.default_exchange.publish(
-            republished(message, headers, expiration=delay),
-            routing_key=retry_queue_name(self.queue_name),
-            mandatory=False,
-            timeout=self._publish_timeout,
-        )
-
-    async def _dead_letter(
-        self,
-        message: AbstractIncomingMessage,
-        headers: dict[str, Any],
-        reason: DeadLetterReason,
-        exc: BaseException,
-        attempts: int,
-    ) -> None:
-        assert self._dlx is not None
-        error = _error_text(exc)
-        logger.error(
-            "dead-lettering a message of %s (%s): %s",
-            self.queue_name,
-            reason,
-            error,
-            extra={"queue": self.queue_name, "reason": str(reason), "attempts": attempts},
-        )
-        headers = {
-            **headers,
-            REASON_HEADER: reason.value,
-            ERROR_HEADER: error,
-            ATTEMPTS_HEADER: attempts,
-            QUEUE_HEADER: self.queue_name,
-            DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
-            ORIGINAL_ROUTING_KEY_HEADER: headers.get(
-                ORIGINAL_ROUTING_KEY_HEADER, message.routing_key or ""
-            ),
-        }
-        await self._dlx.publish(
-            republished(message, headers),
-            routing_key=self.queue_name,
-            mandatory=False,
-            timeout=self._publish_timeout,
-        )
-
-
-async def adopt_unrouted(connection: AbstractConnection, topology: Topology) -> int:
-    """The start-up step of a process on the bus, once its subscribers are consuming: events
-    published before any queue was bound for them (the relay ran before the consumer's first
-    start) waited in the topology's shared unrouted queue; send them all through the exchange
-    again. Each now reaches the queues bound for its type -- any subscriber's, not only this
-    process's -- and one nobody subscribes to goes back to the unrouted queue. Safe to run
-    any time and from any process (``order-bus dlq redrive <exchange>.unrouted`` does the
-    same by hand). Returns how many moved; a failure is logged, never raised: the
-    subscribers are consuming already."""
-    try:
-        moved = await redrive(connection, topology.unrouted_queue)
-    except Exception as exc:
-        logger.warning("could not re-drive the unrouted queue: %s", exc)
-        return 0
-    if moved:
-        logger.info("re-drove %d unrouted events", moved, extra={"queue": topology.unrouted_queue})
-    return moved

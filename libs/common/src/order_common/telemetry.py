@@ -10,7 +10,10 @@ unset: parent-based, ratio ``OTEL_TRACES_SAMPLER_ARG`` or 1), ``OTEL_PROPAGATORS
 ``OTEL_BSP_*`` work as the specification says. Without an exporter no span is recorded (they
 cost next to nothing) but every one still has its ids.
 
-Libraries traced: FastAPI (``instrument_app``), SQLAlchemy (each engine built by
+Without an exporter the request path builds no span at all: ``instrument_app`` installs
+``TraceIdMiddleware`` (ids only) instead of the OpenTelemetry ASGI middleware, and Redis,
+SQLAlchemy and httpx are left uninstrumented (``exporting()``). With one, libraries traced:
+FastAPI (``instrument_app``), SQLAlchemy (each engine built by
 ``order_common.db.build_engine``; the asyncpg driver is not traced as well, which would
 duplicate every statement), Redis (the clients the services build, never Celery's broker
 connection, whose polling would fill the traces), httpx, aio-pika, Celery (in the worker).
@@ -36,6 +39,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ UNTRACED_URLS = "healthz,readyz,metrics"
 _lock = threading.Lock()
 _configured_pid: int | None = None
 _provider: Any = None
+_exporting: bool | None = None  # set by setup_telemetry
 
 __all__ = [
     "SpanKind",
@@ -72,14 +77,29 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() == "true"
 
 
+def _export_requested() -> bool:
+    """Whether the environment asks for spans to be exported."""
+    if _env_true("OTEL_SDK_DISABLED"):
+        return False
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def exporting() -> bool:
+    """Whether this process exports spans: what ``setup_telemetry`` found, or before it ran
+    (an app built by a test), what the environment asks for. Without export the hot paths
+    build no spans at all: the app gets ``TraceIdMiddleware`` instead of the OpenTelemetry
+    ASGI middleware, and Redis, SQLAlchemy and httpx are not instrumented."""
+    return _export_requested() if _exporting is None else _exporting
+
+
 def _exporter() -> Any:
     """The OTLP span exporter the environment asks for, or None."""
-    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
-        return None
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not endpoint:
+    if not _export_requested():
         return None
     protocol = (
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -106,12 +126,13 @@ def setup_telemetry(service_name: str) -> None:
 
     ``service_name`` is the ``service.name`` unless ``OTEL_SERVICE_NAME`` (or
     ``OTEL_RESOURCE_ATTRIBUTES``) names one."""
-    global _configured_pid, _provider
+    global _configured_pid, _provider, _exporting
     with _lock:
         if _configured_pid == os.getpid():
             return
         _configured_pid = os.getpid()
         if _env_true("OTEL_SDK_DISABLED"):
+            _exporting = False
             logger.info("OpenTelemetry disabled by OTEL_SDK_DISABLED")
             return
 
@@ -136,6 +157,7 @@ def setup_telemetry(service_name: str) -> None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         _provider = provider
+        _exporting = exporter is not None
         _instrument_libraries()
         logger.info(
             "tracing as %s, %s",
@@ -172,14 +194,22 @@ def _instrumentor(module: str, name: str) -> Any:
         return None
 
 
-def _instrument_libraries() -> None:
-    for module, name in (
-        ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
-        ("opentelemetry.instrumentation.aio_pika", "AioPikaInstrumentor"),
-    ):
+def _instrument_each(libraries: list[tuple[str, str]]) -> None:
+    for module, name in libraries:
         instrumentor = _instrumentor(module, name)
         if instrumentor is not None and not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
+
+
+def _instrument_libraries() -> None:
+    libraries = [("opentelemetry.instrumentation.aio_pika", "AioPikaInstrumentor")]
+    if not _exporting:
+        # Their spans would only be dropped: skip the wrappers around every statement, command
+        # and request. (aio-pika stays: off the API's path, and its spans carry the context.)
+        _instrument_each(libraries)
+        return
+    libraries.append(("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"))
+    _instrument_each(libraries)
     sqlalchemy = _instrumentor("opentelemetry.instrumentation.sqlalchemy", "SQLAlchemyInstrumentor")
     if sqlalchemy is not None and not sqlalchemy.is_instrumented_by_opentelemetry:
         # Traces every engine created from now on (see order_common.db). Its declared range
@@ -196,11 +226,53 @@ def shutdown_telemetry() -> None:
 
 
 def instrument_app(app: FastAPI) -> None:
+    """The server span of each request: OpenTelemetry's FastAPI instrumentation when spans are
+    exported, else only the trace ids (``TraceIdMiddleware``)."""
+    if not exporting():
+        app.add_middleware(TraceIdMiddleware)
+        return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(
         app, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
     )
+
+
+_UNTRACED_PATHS = frozenset(
+    f"/{name}{slash}" for name in UNTRACED_URLS.split(",") for slash in ("", "/")
+)
+_CONTEXT_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
+
+
+class TraceIdMiddleware:
+    """What a request needs from tracing when nothing exports spans: a trace context, so its
+    log lines carry a ``trace_id`` and the outbox row it writes carries the context to the
+    relay, consumer and worker. The caller's ``traceparent`` is continued, else a trace
+    starts; the span is an unsampled one (no attributes, no processors, no export), made by
+    the provider's ALWAYS_OFF sampler, and nothing wraps ``receive`` or ``send``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._tracer = tracer()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNTRACED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        carrier: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            header = _CONTEXT_HEADERS.get(name)
+            if header is not None:
+                carrier[header] = value.decode("latin-1")
+        # No traceparent: the current context (empty under a server; an in-process caller's
+        # span in tests), so a new trace starts unless one is already under way.
+        parent = propagate.extract(carrier) if carrier else otel_context.get_current()
+        span = self._tracer.start_span("request", context=parent, kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
 
 
 def instrument_celery() -> None:
@@ -214,7 +286,9 @@ def instrument_celery() -> None:
 
 
 def instrument_redis(client: Any) -> None:
-    """Trace the commands of one Redis client (sync or asyncio)."""
+    """Trace the commands of one Redis client (sync or asyncio), when spans are exported."""
+    if not exporting():
+        return
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     RedisInstrumentor.instrument_client(client)

@@ -22,9 +22,9 @@ from opentelemetry.trace import Span, use_span
 from redis.asyncio import Redis
 
 from event_consumer.settings import Settings
+from order_common.delivery import Delivery, Handled, Outcome
 from order_common.events import NewOrder
 from order_common.outages import is_dependency_outage
-from order_common.subscriber import Delivery, Handled, Outcome
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
 from order_common.telemetry import (
     SpanKind,

@@ -9,8 +9,9 @@ from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_p
 from event_consumer.settings import Settings
 from order_common.bus import connect_retrying
 from order_common.cache import build_redis
+from order_common.dlq import adopt_unrouted
 from order_common.events import EventType
-from order_common.subscriber import Subscriber, adopt_unrouted
+from order_common.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import logging
 from order_common.bus import connect_retrying, declare_exchange
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.subscriber import adopt_unrouted
+from order_common.dlq import adopt_unrouted
 from orders_service.cache import OrderCache
 from orders_service.order_processed import OrderProcessedHandler, order_processed_subscriber
 from orders_service.relay import OutboxPublisher, OutboxRelay

@@ -21,8 +21,9 @@ from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_common.bus import RejectMessage
+from order_common.delivery import Delivery, Handled, Outcome
 from order_common.events import EventType, OrderProcessed
-from order_common.subscriber import Delivery, Handled, Outcome, Subscriber
+from order_common.subscriber import Subscriber
 from order_common.telemetry import exemplar
 from orders_service import service
 from orders_service.cache import OrderCache
