@@ -20,8 +20,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import connect, declare_exchange, publish_envelope
-from order_common.dlq import count_messages
 from order_common.db import build_session_factory
+from order_common.dlq import count_messages
 from order_common.events import EventType
 from order_common.testing import AMQP_URL, eventually, free_port, new_order_event
 from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
