@@ -3,7 +3,9 @@ scale tables) and the memory of every process at the end."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -201,3 +203,41 @@ def memory(roots: dict[str, int]) -> list[dict[str, object]]:
                 {"group": group, "pid": pid, "rss_mb": round(rss, 1), "command": label(pid)}
             )
     return sorted(rows, key=lambda row: -float(row["rss_mb"]))  # type: ignore[arg-type]
+
+
+# --- what the processes complained about ----------------------------------------------------
+
+_VARIABLE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,}|\d+"
+)
+
+
+def warnings(logs: list[Path], top: int = 15) -> list[dict[str, object]]:
+    """The WARNING and ERROR lines of the JSON logs, counted by service and message (ids and
+    numbers blanked out), most frequent first: a fallback taken on every request (a cache
+    that fails open) shows here long before it shows in a ratio."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for log in logs:
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            start = line.find("{")
+            if start < 0 or '"level"' not in line:
+                continue
+            try:
+                entry = json.loads(line[start:])
+            except ValueError:
+                continue
+            level = str(entry.get("level", ""))
+            if level not in ("WARNING", "ERROR", "CRITICAL"):
+                continue
+            message = _VARIABLE.sub("#", str(entry.get("message", "")))[:160]
+            key = (level, str(entry.get("service", log.stem)), message)
+            counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return [
+        {"count": n, "level": level, "service": service, "message": message}
+        for (level, service, message), n in ranked
+    ]

@@ -36,6 +36,11 @@ class Profile:
     seconds: float  # one wrk run
     rounds: int  # A B rounds per comparison
     connections: int = 32
+    # The scenarios that hold a database connection per request (cache miss, list, create,
+    # patch) and their references: 8 a worker, within each worker's pool (10), so the stack's
+    # and the reference app's pools together stay well within the database server's 100
+    # connections, which every stack and test run on the box shares.
+    db_connections: int = 16
     users: int = 8  # registered bench users
     orders_per_user: int = 4000  # bulk-loaded into the stack's orders database
     cached_pool: int = 2000  # ids read from the cache
@@ -209,7 +214,8 @@ class Bench:
             (self.reference_url, self.ref("/insert", body=ORDER_JSON)),
             (self.reference_url, self.ref("/login")),
         ):
-            connections = LOGIN_CONNECTIONS if requests[0].content_type == FORM else None
+            login = requests[0].content_type == FORM
+            connections = LOGIN_CONNECTIONS if login else self.profile.db_connections
             self.load(base, requests, seconds=seconds, connections=connections)
 
     # --- the API scenarios ------------------------------------------------------------------
@@ -225,6 +231,7 @@ class Bench:
     ) -> Iterator[Callable[[], Comparison]]:
         """Each comparison as a thunk, so that one that fails does not take the rest along."""
         rounds = self.profile.rounds
+        db = self.profile.db_connections
 
         cached = self.gets("cached")
 
@@ -246,41 +253,41 @@ class Bench:
 
         def miss() -> Measurement:
             flush_prefix(self.cache_prefix())
-            return self.load(targets.orders, misses, mode="walk")
+            return self.load(targets.orders, misses, mode="walk", connections=db)
 
         yield lambda: alternate(
             f"GET /orders/{{id}}/ cache miss, {where}",
             miss,
-            {"/select": self.reference("/select")},
+            {"/select": self.reference("/select", connections=db)},
             rounds,
         )
 
         lists = self.lists()
         yield lambda: alternate(
             f"GET /orders/user/{{id}}/ first page, {where}",
-            lambda: self.load(targets.orders, lists),
-            {"/select": self.reference("/select")},
+            lambda: self.load(targets.orders, lists, connections=db),
+            {"/select": self.reference("/select", connections=db)},
             rounds,
         )
 
         creates = self.creates()
 
         def create() -> Measurement:
-            result = self.load(targets.orders, creates)
+            result = self.load(targets.orders, creates, connections=db)
             wait_drained()  # the reference must not share the box with this round's backlog
             return result
 
         yield lambda: alternate(
             f"POST /orders/, {where}",
             create,
-            {"/insert": self.reference("/insert", body=ORDER_JSON)},
+            {"/insert": self.reference("/insert", body=ORDER_JSON, connections=db)},
             rounds,
         )
 
         yield lambda: alternate(
             f"PATCH /orders/{{id}}/ PENDING->PAID, {where}",
             lambda: self.patch(targets.orders),
-            {"/insert": self.reference("/insert", body=ORDER_JSON)},
+            {"/insert": self.reference("/insert", body=ORDER_JSON, connections=db)},
             rounds,
         )
 
@@ -301,25 +308,27 @@ class Bench:
         requests = [
             Request("PATCH", f"/orders/{oid}/", self.token_of(uid), body) for oid, uid in pool
         ]
-        result = self.load(base_url, requests, mode="walk")
+        result = self.load(base_url, requests, mode="walk", connections=self.profile.db_connections)
         # Past the answered ones, requests may have been sent when wrk stopped: skip as many
         # as there are connections, so the next round's PATCHes are real changes too.
-        self.patch_offset += result.requests + self.profile.connections
+        self.patch_offset += result.requests + self.profile.db_connections
         return result
 
     # --- the login storm --------------------------------------------------------------------
 
-    def login_storm(self) -> Comparison:
+    def login_storm(self, capacity: float | None = None) -> Comparison:
         """Cached GETs through the gateway at a steady rate, alone and with token requests
-        hammering auth at the same time; compared on the GETs' p99."""
+        hammering auth at the same time; compared on the GETs' p99.
+
+        The rate is the profile's, or half the GETs' ``capacity`` (req/s at full load in this
+        run) if that is less: above the capacity both runs measure a queue, not the storm."""
         gets = self.gets("cached")
         logins = self.logins()
         p = self.profile
+        rate = p.storm_rate if not capacity else max(10.0, min(p.storm_rate, capacity / 2))
 
         def steady() -> WrkResult:
-            return self.load(
-                self.gateway.orders, gets, rate=p.storm_rate, connections=p.storm_connections
-            )
+            return self.load(self.gateway.orders, gets, rate=rate, connections=p.storm_connections)
 
         def storm() -> Measurement:
             storm_result: list[WrkResult] = []
@@ -347,7 +356,7 @@ class Bench:
             "login storm: cached GET p99 (gateway)", storm, {"alone": steady}, p.rounds, p99
         )
         comparison.note = (
-            f"{p.storm_rate:g} cached GETs/s; with: POST /token/ on {LOGIN_CONNECTIONS} "
+            f"{rate:.0f} cached GETs/s; with: POST /token/ on {LOGIN_CONNECTIONS} "
             "connections at the same time; ratio = p99 with / p99 alone"
         )
         return comparison

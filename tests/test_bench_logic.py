@@ -18,8 +18,9 @@ from bench import pipeline, wrk
 from bench.common import write_report
 from bench.compare import SCENARIO, Target, alternate, comparison_table, p99, table
 from bench.pipeline import backlog_slope, is_sustained, latency_summary, refined_rate
+from bench.procs import warnings
 from bench.report import markdown
-from bench.run import invalid, targets
+from bench.run import fallbacks, invalid, targets
 
 
 @dataclass
@@ -432,3 +433,35 @@ def test_a_pipeline_that_keeps_up_with_none_of_the_rates_is_a_miss_at_zero(
     measured = {t.text: t for t in targets({}, {"sustained": result}, [])}
     assert measured["Pipeline: highest sustained rate, delay 0"].status == "miss"
     assert targets({}, {}, [])[3].status == "invalid"  # never probed: no figure
+
+
+def test_log_warnings_are_counted_by_message_and_a_fallback_invalidates_the_run(
+    tmp_path: Path,
+) -> None:
+    line = '12:00:00 orders.1  | {"level": "WARNING", "service": "orders", "message": "%s"}'
+    stack = tmp_path / "stack.log"
+    stack.write_text(
+        "\n".join(
+            [
+                line % "order cache unavailable, using the database",
+                line % "order cache unavailable, using the database",
+                line % "database unavailable on GET /orders/3f0294c2-412f-4a17-b814-fd6832da790c/",
+                line % "database unavailable on GET /orders/9c1b3b4a-930d-43d7-94cd-cb90d265dec4/",
+                '{"level": "INFO", "service": "orders", "message": "started"}',
+                "not json at all {",
+            ]
+        )
+    )
+    (tmp_path / "orders-1000.log").write_text(
+        '{"level": "ERROR", "service": "orders", "message": "took 1234 ms"}\n'
+    )
+
+    found = warnings([stack, tmp_path / "orders-1000.log", tmp_path / "missing.log"])
+
+    assert [(w["count"], w["message"]) for w in found] == [
+        (2, "order cache unavailable, using the database"),
+        (2, "database unavailable on GET /orders/#/"),
+        (1, "took # ms"),
+    ]
+    assert len(fallbacks(found)) == 2
+    assert fallbacks(found[2:]) == []
