@@ -428,3 +428,52 @@ async def test_a_crash_between_publishing_and_marking_publishes_again_under_the_
     assert deliveries == Counter({event_id: 2 for event_id in event_ids})
     assert all(len(copies) == 1 for copies in bodies.values())
     assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_the_broker_dropping_mid_batch_loses_nothing_and_repeats_only_the_unconfirmed(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    """The link to RabbitMQ is cut while a batch of 20 is in flight (after 5 confirms): the
+    confirmed events are marked and never sent again; the others stay in the outbox and go out
+    once the broker is back. Nothing is lost; only an event whose confirm was lost with the
+    link may reach the bus twice, under its one event id (consumers de-duplicate on it)."""
+    broker = BrokerSwitch()
+    await broker.on()
+    settings = relay_settings(amqp_url=broker.url)
+    event_ids = await add_outbox_events(relay_db, 20)
+    connection = await connect(broker.url, name="relay-test-drop")
+    try:
+        async with published_events(amqp, settings) as seen:
+            channel = connection.channel()
+            await channel.initialize()
+            real = await declare_exchange(channel, settings.bus_topology())
+            publisher = OutboxPublisher(
+                build_session_factory(relay_db),
+                FaultyExchange(real, batch=5, after_last=broker.off),  # type: ignore[arg-type]
+                batch_size=20,
+            )
+            first = await publisher.publish_batch()
+            assert first.claimed == 20
+            assert first.published >= 5
+            assert first.failed == 20 - first.published > 0
+            rows = await outbox_rows(relay_db)
+            confirmed = {k for k, row in rows.items() if row["published_at"] is not None}
+            assert len(confirmed) == first.published
+
+            await broker.on()
+            await asyncio.wait_for(channel.ready(), timeout=15)
+            again = OutboxPublisher(build_session_factory(relay_db), real, batch_size=20)
+            assert await again.publish_batch() == BatchResult(
+                claimed=first.failed, published=first.failed, failed=0
+            )
+            await eventually(lambda: set(seen) == set(event_ids), timeout=10)
+            await asyncio.sleep(0.5)  # room for more copies to show up
+    finally:
+        await connection.close()
+        await broker.off()
+
+    counts = Counter(seen)
+    assert set(counts) == set(event_ids)  # nothing lost
+    assert all(counts[event_id] == 1 for event_id in confirmed)  # a confirm is final
+    assert all(counts[event_id] <= 2 for event_id in event_ids)
+    assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
