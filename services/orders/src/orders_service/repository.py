@@ -84,6 +84,40 @@ class OrderRepository:
         stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
         return (await self.session.scalars(stmt)).all()
 
+    async def mark_announced(self, order_ids: Sequence[uuid.UUID], at: datetime) -> None:
+        """Their `new_order` was published (a Core UPDATE: no version bump, no cache refresh;
+        nothing a reader sees changed)."""
+        if not order_ids:
+            return
+        await self.session.execute(
+            update(Order)
+            .where(Order.id.in_(order_ids), Order.processed_at.is_(None))
+            .values(announced_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def claim_unprocessed_announced_before(
+        self, cutoff: datetime, limit: int
+    ) -> Sequence[Order]:
+        """Lock up to ``limit`` unprocessed orders whose last `new_order` was published before
+        ``cutoff`` (rows another relay holds are skipped)."""
+        stmt = (
+            select(Order)
+            .where(Order.processed_at.is_(None), Order.announced_at < cutoff)
+            .order_by(Order.announced_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def clear_announced(self, order_ids: Sequence[uuid.UUID]) -> None:
+        await self.session.execute(
+            update(Order)
+            .where(Order.id.in_(order_ids))
+            .values(announced_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
 
 class IdempotencyKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
