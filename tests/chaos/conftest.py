@@ -44,6 +44,9 @@ STACK_ENV = {
     "WORKER_TASK_RETRY_BACKOFF_MAX_SECONDS": "2",
     "WORKER_VISIBILITY_TIMEOUT_SECONDS": "6",
     "WORKER_RESTORE_INTERVAL_SECONDS": "2",
+    # A task the broker dropped in flight is asked for again 10 s after (300 s by default).
+    "ORDERS_REANNOUNCE_AFTER_SECONDS": "10",
+    "ORDERS_REANNOUNCE_INTERVAL_SECONDS": "2",
 }
 
 RESULTS: list[Tally] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -99,7 +100,10 @@ def _unrelated_not_stalled(chaos: Chaos) -> None:
         thread.join()
     for name, latencies in probes.items():
         assert latencies, f"no probe of {name}"
-        assert max(latencies) < 1.0, f"{name} stalled: {latencies}"
+        # A stalled request would wait for the slow dependency (seconds at these delays);
+        # the median allows for a machine shared with other work, the maximum for a hiccup.
+        assert statistics.median(latencies) < 0.3, f"{name} stalled: {latencies}"
+        assert max(latencies) < 3.0, f"{name} stalled: {latencies}"
 
 
 def _stop_postgres(chaos: Chaos) -> None:
@@ -138,7 +142,6 @@ CASES = [
         # the unacked tasks through a connection already gone: AttributeError, "Unrecoverable
         # error"); the supervisor starts it again and its tasks come back.
         may_restart=frozenset({"worker"}),
-        short=False,  # until the lost-task gap it finds is closed (README "Failure behaviour")
     ),
     Case(
         "postgres stopped",
@@ -147,10 +150,7 @@ CASES = [
         during=_readyz_reports_database,
         allowed_503=frozenset({DB_DOWN}),
     ),
-    # Full run only until the lost-task gap it finds is closed (README "Failure behaviour").
-    Case(
-        "worker SIGKILL", short=False, inject=_signal("worker", signal.SIGKILL), restarts="worker"
-    ),
+    Case("worker SIGKILL", inject=_signal("worker", signal.SIGKILL), restarts="worker"),
     Case("consumer SIGKILL", inject=_signal("consumer", signal.SIGKILL), restarts="consumer"),
     # `events` is the outbox relay (and applies `order_processed`): SIGKILL mid-batch.
     Case("events SIGKILL", inject=_signal("events", signal.SIGKILL), restarts="events"),

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -28,10 +26,10 @@ from order_common.bus import (
     publish_envelope,
 )
 from order_common.dlq import count_messages, peek
-from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
 from order_common.testing import TcpProxy, eventually
 from orders_service import service
+from orders_service.events import EventsProcess
 from orders_service.order_processed import SUBSCRIBER
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
@@ -69,13 +67,12 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     cache = app.state.cache
     first_at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
-    def mark(at: datetime) -> Awaitable[service.Processed]:
-        return service.mark_processed(
-            OrdersUnitOfWork(app.state.session_factory),
-            cache,
-            order_id=uuid.UUID(order["id"]),
-            processed_at=at,
+    async def mark(at: datetime) -> service.Processed:
+        order_id = uuid.UUID(order["id"])
+        outcomes = await service.mark_processed_many(
+            OrdersUnitOfWork(app.state.session_factory), cache, reports={order_id: at}
         )
+        return outcomes[order_id]
 
     first = await mark(first_at)
     assert first.changed
@@ -98,24 +95,28 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     assert fetched["status"] == "PENDING"
 
 
-async def test_mark_processed_of_an_unknown_order_is_not_found(app: FastAPI) -> None:
-    with pytest.raises(NotFound):
-        await service.mark_processed(
-            OrdersUnitOfWork(app.state.session_factory),
-            app.state.cache,
-            order_id=uuid.uuid4(),
-            processed_at=datetime.now(UTC),
-        )
-
-
-def _handled(caplog: pytest.LogCaptureFixture, order_id: str, what: str) -> int:
-    return sum(
-        1
-        for record in caplog.records
-        if record.name == "orders_service.order_processed"
-        and what in record.getMessage()
-        and order_id in record.getMessage()
+async def test_an_unknown_order_is_missing_from_the_outcomes(app: FastAPI) -> None:
+    unknown = uuid.uuid4()
+    outcomes = await service.mark_processed_many(
+        OrdersUnitOfWork(app.state.session_factory),
+        app.state.cache,
+        reports={unknown: datetime.now(UTC)},
     )
+    assert unknown not in outcomes
+
+
+def _consumed(result: str) -> float:
+    labels = {"subscriber": SUBSCRIBER, "event_type": "order_processed", "result": result}
+    return REGISTRY.get_sample_value("bus_events_consumed_total", labels) or 0.0
+
+
+def _paused() -> bool:
+    labels = {"subscriber": SUBSCRIBER, "event_type": "order_processed"}
+    return (REGISTRY.get_sample_value("bus_consumer_paused", labels) or 0.0) == 1.0
+
+
+async def _started(process: EventsProcess) -> None:
+    await asyncio.wait_for(process.started.wait(), timeout=30)
 
 
 async def test_duplicate_order_processed_deliveries_set_processed_at_once(
@@ -125,18 +126,17 @@ async def test_duplicate_order_processed_deliveries_set_processed_at_once(
     amqp: AbstractRobustConnection,
     start_app: Any,
     user: User,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = relay_settings()
-    caplog.set_level(logging.INFO)
     channel = await amqp.channel()
     exchange = await declare_exchange(channel, settings.bus_topology())
+    ok, duplicates = _consumed("ok"), _consumed("duplicate")
 
     async with (
         start_app(database_url=relay_database_url) as (_, client),
-        running_relay(settings),
+        running_relay(settings) as process,
     ):
-        await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+        await _started(process)
         created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
         order_id = created.json()["id"]
         await client.get(f"/orders/{order_id}/", headers=user.headers)  # cached, unprocessed
@@ -144,36 +144,34 @@ async def test_duplicate_order_processed_deliveries_set_processed_at_once(
         first_at = datetime.now(UTC)
         first = processed(order_id, first_at)
         await publish_envelope(exchange, first)
-        await eventually(lambda: _handled(caplog, order_id, "applied") == 1)
+        await eventually(lambda: _consumed("ok") == ok + 1)
 
         # The same event again (a redelivery) and a second report (a repeated task).
         await publish_envelope(exchange, first)
         await publish_envelope(exchange, processed(order_id, first_at + timedelta(seconds=30)))
-        await eventually(lambda: _handled(caplog, order_id, "duplicate ignored") == 2)
+        await eventually(lambda: _consumed("duplicate") == duplicates + 2)
 
         fetched = (await client.get(f"/orders/{order_id}/", headers=user.headers)).json()
 
     await channel.close()
     assert datetime.fromisoformat(fetched["processed_at"]) == first_at
     assert await version_of(relay_db, order_id) == 2
-    assert _handled(caplog, order_id, "applied") == 1
+    assert _consumed("ok") == ok + 1
 
 
 async def test_order_processed_for_an_unknown_order_is_dead_lettered(
     relay_settings: Callable[..., Settings],
     amqp: AbstractRobustConnection,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = relay_settings()
-    caplog.set_level(logging.INFO)
     channel = await amqp.channel()
     exchange = await declare_exchange(channel, settings.bus_topology())
     dlq = dead_letter_queue_name(
         settings.bus_topology().queue_name(SUBSCRIBER, EventType.ORDER_PROCESSED)
     )
 
-    async with running_relay(settings):
-        await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+    async with running_relay(settings) as process:
+        await _started(process)
         await publish_envelope(exchange, processed(uuid.uuid4(), datetime.now(UTC)))
 
         async def dead_lettered() -> bool:
@@ -195,9 +193,7 @@ async def test_order_processed_waits_for_an_unreachable_database_and_is_never_de
     amqp: AbstractRobustConnection,
     start_app: Any,
     user: User,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO)
     # The relay reaches PostgreSQL through a proxy; the shared server itself keeps running.
     proxy = await TcpProxy(5432).start()
     url = make_url(relay_database_url).set(port=proxy.port).render_as_string(False)
@@ -211,9 +207,10 @@ async def test_order_processed_waits_for_an_unreachable_database_and_is_never_de
     try:
         async with (
             start_app(database_url=relay_database_url) as (_, client),
-            running_relay(settings),
+            running_relay(settings) as process,
         ):
-            await eventually(lambda: any("relay started" in r.getMessage() for r in caplog.records))
+            await _started(process)
+            ok = _consumed("ok")
             created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
             order_id = created.json()["id"]
 
@@ -222,21 +219,17 @@ async def test_order_processed_waits_for_an_unreachable_database_and_is_never_de
             await publish_envelope(exchange, processed(order_id, at))
             await asyncio.sleep(5)
             assert await count_messages(channel, dlq) == 0
-            assert any("paused" in r.getMessage() for r in caplog.records)
+            assert _paused()
 
             await proxy.open()
-            await eventually(lambda: _handled(caplog, order_id, "applied") == 1, timeout=30)
+            await eventually(lambda: _consumed("ok") == ok + 1, timeout=30)
+            assert not _paused()
             fetched = (await client.get(f"/orders/{order_id}/", headers=user.headers)).json()
     finally:
         await proxy.close()
     assert datetime.fromisoformat(fetched["processed_at"]) == at
     assert await count_messages(channel, dlq) == 0
     await channel.close()
-
-
-def _consumed(result: str) -> float:
-    labels = {"subscriber": SUBSCRIBER, "event_type": "order_processed", "result": result}
-    return REGISTRY.get_sample_value("bus_events_consumed_total", labels) or 0.0
 
 
 async def test_a_backlog_of_reports_is_applied_in_batches_each_order_once(

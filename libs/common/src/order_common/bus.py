@@ -9,8 +9,9 @@ Topology, for ``Topology(exchange="order-platform.events", queue_prefix="order-p
   alternate exchange ``order-platform.events.unrouted`` (fanout) keeps what no queue is bound
   for in the quorum queue ``order-platform.events.unrouted`` -- e.g. a ``new_order`` published
   before any subscriber declared its queue -- instead of the broker dropping it. They wait
-  there for a re-drive for 7 days (an event type nobody subscribes to must not pile up); a
-  ``Subscriber`` re-drives them when it starts, so its first start adopts what it missed.
+  there for a re-drive for 7 days (an event type nobody subscribes to must not pile up); each
+  process on the bus re-drives them once its subscribers consume
+  (``order_common.dlq.adopt_unrouted``), so a first start adopts what it missed.
 - per subscriber and event type, the quorum queue ``order-platform.{subscriber}.{event_type}``,
   bound with the event type. ``x-delivery-limit`` sends a message that keeps killing its
   consumer (nothing acks it) to the dead-letter queue through the dead-letter exchange.
@@ -59,6 +60,7 @@ from pydantic_settings import BaseSettings
 from order_common import telemetry
 from order_common.aio import RetryPolicy, connect_with_retry
 from order_common.events import Envelope, EventType
+from order_common.settings import SETTINGS_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ def _dead_lettering_to(exchange: str, routing_key: str) -> dict[str, Any]:
 class BusSettings(BaseSettings):
     """Fields to mix into a service's settings: ``class Settings(ServiceSettings, BusSettings)``.
     They take the service's env prefix (``CONSUMER_AMQP_URL``, ``ORDERS_BUS_EXCHANGE``, ...)."""
+
+    model_config = SETTINGS_CONFIG
 
     amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
     bus_exchange: str = DEFAULT_EXCHANGE

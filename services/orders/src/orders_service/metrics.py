@@ -20,6 +20,10 @@ CACHE_OPERATIONS = Counter(
     ["op", "result"],
 )
 ORDERS_CREATED = Counter("orders_created_total", "Orders created.")
+ORDERS_REANNOUNCED = Counter(
+    "orders_reannounced_total",
+    "Orders announced again (new_order) because they were still unprocessed long after.",
+)
 IDEMPOTENT_REPLAYS = Counter(
     "orders_idempotent_replays_total",
     "POST /orders/ requests answered with the order their Idempotency-Key already created.",

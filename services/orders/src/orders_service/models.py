@@ -60,6 +60,9 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     processed_at: Mapped[datetime | None] = mapped_column()
+    # When its latest `new_order` was published; None while one waits in the outbox. An order
+    # unprocessed long after it is announced again (orders_service.service.reannounce).
+    announced_at: Mapped[datetime | None] = mapped_column()
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -67,6 +70,12 @@ class Order(Base):
         CheckConstraint("jsonb_typeof(items) = 'array'", name="items_is_array"),
         # Serves the owner's list, newest first, with keyset pagination on (created_at, id).
         Index("ix_orders_user_id_created_at_id", "user_id", "created_at", "id"),
+        # The orders awaiting processing only: small however many orders there are.
+        Index(
+            "ix_orders_unprocessed_announced_at",
+            "announced_at",
+            postgresql_where=text("processed_at IS NULL"),
+        ),
     )
 
 

@@ -19,13 +19,19 @@ connection reconnects by itself and the relay claims nothing while it is away. W
 the backlog drains, oldest first.
 
 Retention. Published events are deleted ``outbox_retention_hours`` after publication, in small
-batches, every ``outbox_cleanup_interval_seconds``; unpublished ones are never deleted."""
+batches, every ``outbox_cleanup_interval_seconds``; unpublished ones are never deleted.
+
+Repair. Publishing a `new_order` stamps its order's ``announced_at``. Every
+``reannounce_interval_seconds`` the orders still unprocessed ``reannounce_after_seconds`` after
+that are announced again under a new event id: a task that Celery's Redis broker dropped in
+flight is asked for once more (``service.reannounce``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from order_common.aio import CONNECT_RETRY, connect_with_retry, first_set, wait_event
 from order_common.bus import publish_envelope
 from order_common.db import asyncpg_dsn
-from order_common.events import parse_envelope
+from order_common.events import EventType, parse_envelope
 from order_common.telemetry import untraced
 from orders_service.metrics import (
     EVENTS_PUBLISHED,
@@ -46,7 +52,7 @@ from orders_service.metrics import (
 )
 from orders_service.models import OutboxEvent
 from orders_service.repository import OUTBOX_CHANNEL
-from orders_service.service import purge_expired_idempotency_keys
+from orders_service.service import purge_expired_idempotency_keys, reannounce
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -111,7 +117,14 @@ class OutboxPublisher:
                 if isinstance(outcome, BaseException)
             ]
             if published:
-                await uow.outbox.mark_published(published, datetime.now(UTC))
+                now = datetime.now(UTC)
+                await uow.outbox.mark_published(published, now)
+                announced = [
+                    uuid.UUID(str(row.payload["data"]["order_id"]))
+                    for row, outcome in zip(rows, outcomes, strict=True)
+                    if outcome is None and row.event_type == EventType.NEW_ORDER.value
+                ]
+                await uow.orders.mark_announced(announced, now)
             if failures:
                 await uow.outbox.count_failed_attempt([row.id for row, _ in failures])
             await uow.commit()
@@ -200,6 +213,7 @@ class OutboxRelay:
             tasks.create_task(self._publish_forever(stop))
             tasks.create_task(self._listen_forever(stop))
             tasks.create_task(self._purge_forever(stop))
+            tasks.create_task(self._reannounce_forever(stop))
             tasks.create_task(self._measure_forever(stop))
 
     async def _publish_forever(self, stop: asyncio.Event) -> None:
@@ -277,6 +291,31 @@ class OutboxRelay:
             except Exception as exc:
                 logger.warning("outbox backlog not measured: %s", f"{type(exc).__name__}: {exc}")
             await wait_event(stop, interval)
+
+    async def _reannounce_forever(self, stop: asyncio.Event) -> None:
+        """Orders still unprocessed long after their `new_order` was published are announced
+        again (``service.reannounce``); the new events wake the publisher."""
+        older_than = timedelta(seconds=self._settings.reannounce_after_seconds)
+        while not stop.is_set():
+            await wait_event(stop, self._settings.reannounce_interval_seconds)
+            if stop.is_set():
+                return
+            try:
+                with untraced():
+                    count = await reannounce(
+                        OrdersUnitOfWork(self._session_factory), older_than=older_than
+                    )
+            except Exception as exc:
+                logger.warning("re-announcing failed: %s", f"{type(exc).__name__}: {exc}")
+                continue
+            if count:
+                logger.warning(
+                    "%d orders still unprocessed %.0f s after their new_order was published: "
+                    "announced again",
+                    count,
+                    older_than.total_seconds(),
+                )
+                self._wake.set()
 
     async def _purge_forever(self, stop: asyncio.Event) -> None:
         retention = timedelta(hours=self._settings.outbox_retention_hours)

@@ -27,14 +27,6 @@ class OrderRepository:
     def add(self, order: Order) -> None:
         self.session.add(order)
 
-    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
-        """Any user's order: for the event handlers, which act for the system, not a user."""
-        stmt = select(Order).where(Order.id == order_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        result: Order | None = await self.session.scalar(stmt)
-        return result
-
     async def lock_many(self, order_ids: Sequence[uuid.UUID]) -> Sequence[Order]:
         """The orders of ``order_ids`` that exist, locked ``FOR UPDATE`` in id order: two
         transactions locking overlapping sets take the locks in one order, never a deadlock."""
@@ -83,6 +75,40 @@ class OrderRepository:
             stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(*before))
         stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
         return (await self.session.scalars(stmt)).all()
+
+    async def mark_announced(self, order_ids: Sequence[uuid.UUID], at: datetime) -> None:
+        """Their `new_order` was published (a Core UPDATE: no version bump, no cache refresh;
+        nothing a reader sees changed)."""
+        if not order_ids:
+            return
+        await self.session.execute(
+            update(Order)
+            .where(Order.id.in_(order_ids), Order.processed_at.is_(None))
+            .values(announced_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def claim_unprocessed_announced_before(
+        self, cutoff: datetime, limit: int
+    ) -> Sequence[Order]:
+        """Lock up to ``limit`` unprocessed orders whose last `new_order` was published before
+        ``cutoff`` (rows another relay holds are skipped)."""
+        stmt = (
+            select(Order)
+            .where(Order.processed_at.is_(None), Order.announced_at < cutoff)
+            .order_by(Order.announced_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def clear_announced(self, order_ids: Sequence[uuid.UUID]) -> None:
+        await self.session.execute(
+            update(Order)
+            .where(Order.id.in_(order_ids))
+            .values(announced_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 class IdempotencyKeyRepository:

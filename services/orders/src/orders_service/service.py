@@ -14,16 +14,22 @@ from typing import NamedTuple
 
 from order_common.db import retry_on_disconnect
 from order_common.errors import Conflict, Forbidden, InvalidInput, NotFound
-from order_common.events import EventType, NewOrder, OrderStatusChanged, envelope
+from order_common.events import Envelope, EventType, NewOrder, OrderStatusChanged, envelope
 from order_common.orders import (
     IllegalTransition,
     OrderCreate,
+    OrderItem,
     OrderRead,
     OrderStatus,
     transition,
 )
 from orders_service.cache import CachedOrder, OrderCache
-from orders_service.metrics import IDEMPOTENT_REPLAYS, ORDERS_CREATED, STATUS_CHANGES
+from orders_service.metrics import (
+    IDEMPOTENT_REPLAYS,
+    ORDERS_CREATED,
+    ORDERS_REANNOUNCED,
+    STATUS_CHANGES,
+)
 from orders_service.models import Order
 from orders_service.schemas import Cursor, OrderPage
 from orders_service.uow import OrdersUnitOfWork
@@ -107,24 +113,45 @@ async def create_order(
                 return await _replay(
                     uow, user_id=user_id, key=idempotency.key, fingerprint=fingerprint
                 )
-        event = envelope(
-            EventType.NEW_ORDER,
-            NewOrder(
-                order_id=order.id,
-                user_id=user_id,
-                items=data.items,
-                total_price=data.total_price,
-                status=OrderStatus.PENDING,
-                created_at=now,
-            ),
-        )
         uow.orders.add(order)
-        await uow.outbox.add(event)
+        await uow.outbox.add(_new_order_event(order))
         await uow.commit()
     created = _read(order)
     ORDERS_CREATED.inc()
     await cache.put(created, order.version)
     return Created(created, replayed=False)
+
+
+def _new_order_event(order: Order) -> Envelope[NewOrder]:
+    return envelope(
+        EventType.NEW_ORDER,
+        NewOrder(
+            order_id=order.id,
+            user_id=order.user_id,
+            items=[OrderItem.model_validate(item) for item in order.items],
+            total_price=order.total_price,
+            status=OrderStatus(order.status),
+            created_at=order.created_at,
+        ),
+    )
+
+
+async def reannounce(uow: OrdersUnitOfWork, *, older_than: timedelta, limit: int = 100) -> int:
+    """Announce again (a new `new_order`, under a new event id, in the outbox) the orders
+    still unprocessed ``older_than`` after their `new_order` was published: the task that
+    event led to was lost on its way (Celery's Redis broker can drop a task in flight). The
+    worker's per-order record keeps the processing step to one run if it was not lost after
+    all. Returns how many."""
+    async with uow:
+        orders = await uow.orders.claim_unprocessed_announced_before(_now() - older_than, limit)
+        if not orders:
+            return 0
+        for order in orders:
+            await uow.outbox.add(_new_order_event(order), headers={})
+        await uow.orders.clear_announced([order.id for order in orders])
+        await uow.commit()
+    ORDERS_REANNOUNCED.inc(len(orders))
+    return len(orders)
 
 
 async def _replay(uow: OrdersUnitOfWork, *, user_id: int, key: str, fingerprint: str) -> Created:
@@ -226,16 +253,6 @@ async def change_status(
         result, version = _read(order), order.version
     await cache.put(result, version)
     return result
-
-
-async def mark_processed(
-    uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
-) -> Processed:
-    """Record that the worker processed the order (``mark_processed_many`` for one)."""
-    outcomes = await mark_processed_many(uow, cache, reports={order_id: processed_at})
-    if order_id not in outcomes:
-        raise _not_found()
-    return outcomes[order_id]
 
 
 @retry_on_disconnect

@@ -85,6 +85,21 @@ class Settings(ApiSettings, BusSettings):
         description="relay: how often it deletes the published outbox events past retention "
         "(and the expired idempotency keys)",
     )
+    # Celery's Redis broker can drop a task in flight (popped by a worker that died, or cut
+    # off with its connection, before the worker recorded it as unacked): nothing downstream
+    # would ever ask again. The relay announces such orders once more (a new `new_order`
+    # event id; the worker's per-order record keeps the processing step to one run).
+    reannounce_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="relay: an order still unprocessed this long after its `new_order` was "
+        "published is announced again",
+    )
+    reannounce_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="relay: how often it looks for orders to announce again",
+    )
     idempotency_key_ttl_seconds: int = Field(
         default=86_400,
         ge=1,
