@@ -1,5 +1,6 @@
-# Observability: a local Prometheus next to `make run`, and promtool on prometheus/.
-# (`make app` brings Prometheus, Grafana with observability/dashboards/ and Jaeger under docker compose.)
+# Observability: a local Prometheus next to `make run`, and promtool on observability/prometheus/.
+# (`make app` brings Prometheus, Grafana with observability/dashboards/ and Jaeger under
+# docker compose.)
 PROMETHEUS_PORT ?= 9090
 PROMETHEUS_RUN_DIR := .run/prometheus
 

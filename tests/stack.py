@@ -98,7 +98,7 @@ def stack_env(run_id: str, workdir: Path, services: DataServices = SHARED) -> di
             "AUTH_PORT",
             "ORDERS_PORT",
             "GATEWAY_PORT",
-            # The metrics ports of the processes without an HTTP API (see prometheus/).
+            # The metrics ports of the processes without an HTTP API (observability/prometheus/).
             "ORDERS_EVENTS_METRICS_PORT",
             "CONSUMER_METRICS_PORT",
             "WORKER_METRICS_PORT",

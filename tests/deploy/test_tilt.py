@@ -118,9 +118,13 @@ def test_deploys_the_same_chart_with_dev_values(tilt: Recorder, helm: Any) -> No
         for o in by_kind(objects, "Deployment")
         if o["metadata"]["name"].endswith("-orders-events")
     )
-    assert (
-        relay["spec"]["template"]["spec"]["containers"][0]["command"][0] == "/tilt-restart-wrapper"
-    )
+    # The whole command: the wrapper, then the service's own subcommand (it must exist).
+    assert relay["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "/tilt-restart-wrapper",
+        "--watch_file=/tmp/.restart-proc",
+        "orders-service",
+        "events",
+    ]
     for deployment in by_kind(objects, "Deployment"):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["securityContext"]["readOnlyRootFilesystem"] is False

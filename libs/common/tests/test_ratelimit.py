@@ -136,3 +136,41 @@ async def test_limiting_switched_off_still_reads(redis: Redis) -> None:
         await limiter.hit(limit, "orders", "1")
     read = await limiter.hit_and_get(limit, "orders", "1", key=f"test:{uuid.uuid4().hex}")
     assert (read.ok, read.value) == (True, None)
+
+
+@pytest.mark.parametrize("text", ["1000000000/minute", "100000/second", "3000/second"])
+async def test_a_very_high_limit_still_limits_and_reads(
+    limiter: RateLimiter, redis: Redis, text: str
+) -> None:
+    """A sub-millisecond interval (a limit raised for a benchmark, or a generous one) keeps
+    the script working: no zero expiry, no failing open, the cache read still answered."""
+    limit = parse_limit(text)
+    entry = f"test:{uuid.uuid4().hex}:entry"
+    await redis.set(entry, b"cached", ex=60)
+    try:
+        for _ in range(20):
+            read = await limiter.hit_and_get(limit, "orders", "high", key=entry)
+            assert (read.ok, read.value) == (True, b"cached")
+        # The identity's state is kept and moves on (not rounded away).
+        state = await redis.get(limiter.key(limit, "orders", "high"))
+        assert state is not None
+        assert await redis.pttl(limiter.key(limit, "orders", "high")) >= 1
+    finally:
+        await redis.delete(entry)
+
+
+def test_a_limit_of_zero_is_refused_when_read() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        parse_limit("0/minute")
+
+
+async def test_a_script_redis_refuses_still_reads_the_cache(redis: Redis) -> None:
+    limiter = RateLimiter(redis, key_prefix=f"test:{uuid.uuid4().hex}")
+    limiter._script = redis.register_script("return redis.call('NO_SUCH_COMMAND')")
+    entry = f"test:{uuid.uuid4().hex}:entry"
+    await redis.set(entry, b"cached", ex=60)
+    try:
+        read = await limiter.hit_and_get(parse_limit("1/minute"), "orders", "x", key=entry)
+        assert (read.ok, read.value) == (True, b"cached")
+    finally:
+        await redis.delete(entry)

@@ -211,3 +211,13 @@ async def test_a_cached_get_costs_one_redis_round_trip(
     assert hit.json() == created.json()
     assert log.commands == ["EVALSHA"]  # the rate limit and the cache read, one script
     assert "GET" in log.in_scripts
+
+
+@pytest.mark.parametrize("limit", ["0/minute", "ten per minute"])
+def test_a_rate_limit_that_cannot_work_stops_the_start_up(limit: str) -> None:
+    from pydantic import ValidationError
+
+    from orders_service.settings import Settings
+
+    with pytest.raises(ValidationError, match="rate limit"):
+        Settings(_env_file=None, rate_limit_orders=limit)  # type: ignore[call-arg]

@@ -60,6 +60,7 @@ from pydantic_settings import BaseSettings
 from order_common import telemetry
 from order_common.aio import RetryPolicy, connect_with_retry
 from order_common.events import Envelope, EventType
+from order_common.settings import SETTINGS_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ def _dead_lettering_to(exchange: str, routing_key: str) -> dict[str, Any]:
 class BusSettings(BaseSettings):
     """Fields to mix into a service's settings: ``class Settings(ServiceSettings, BusSettings)``.
     They take the service's env prefix (``CONSUMER_AMQP_URL``, ``ORDERS_BUS_EXCHANGE``, ...)."""
+
+    model_config = SETTINGS_CONFIG
 
     amqp_url: SecretStr = SecretStr(DEFAULT_AMQP_URL)
     bus_exchange: str = DEFAULT_EXCHANGE

@@ -24,19 +24,22 @@ from typing import cast
 
 from limits import RateLimitItem, parse
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from order_common.errors import TooManyRequests
+from order_common.logging import OUTAGE_WARNINGS
 from order_common.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1]: the identity's arrival time (ms, Redis clock); KEYS[2], optional: a key to GET when
-# the request is allowed. ARGV: period (ms), emission interval (ms, may be fractional).
-# Returns {1, 0, value-or-false} when allowed, {0, ms until allowed} when refused.
+# KEYS[1]: the identity's theoretical arrival time (integer microseconds, Redis clock); KEYS[2],
+# optional: a key to GET when the request is allowed. ARGV: period and emission interval, in
+# whole microseconds (the interval at least 1). Integers stay exact in Lua's doubles up to
+# 2^53 (now is ~1.8e15 us): a sub-millisecond interval is never lost to rounding.
+# Returns {1, 0, value-or-false} when allowed, {0, us until allowed} when refused.
 _GCRA = """
 local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local period = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
@@ -44,9 +47,10 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allowed_at = new_tat - period
 if allowed_at > now then
-  return {0, math.ceil(allowed_at - now)}
+  return {0, allowed_at - now}
 end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now))
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',
+           math.max(1, math.ceil((new_tat - now) / 1000)))
 if KEYS[2] then
   return {1, 0, redis.call('GET', KEYS[2])}
 end
@@ -57,8 +61,12 @@ _FAILURES = (RedisError, OSError)
 
 
 def parse_limit(value: str) -> RateLimitItem:
-    """``"10/minute"``, ``"300 per minute"``: the notation of ``limits``."""
-    return parse(value)
+    """``"10/minute"``, ``"300 per minute"``: the notation of ``limits``; at least 1 per
+    period (a ValueError otherwise, so a setting is refused at start-up)."""
+    limit = parse(value)
+    if limit.amount < 1:
+        raise ValueError(f"{value!r}: a limit lets at least one request through per period")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -104,23 +112,37 @@ class RateLimiter:
     async def _check(
         self, limit: RateLimitItem, scope: str, identifiers: tuple[str, ...], key: str | None
     ) -> Read:
-        period_ms = limit.get_expiry() * 1000
+        period_us = limit.get_expiry() * 1_000_000
+        interval_us = max(1, round(period_us / limit.amount))
         keys = [self.key(limit, scope, *identifiers)]
         if key is not None:
             keys.append(key)
         try:
-            result = await self._script(keys=keys, args=[period_ms, period_ms / limit.amount])
+            result = await self._script(keys=keys, args=[period_us, interval_us])
+        except ResponseError as exc:
+            # Redis answered but refused the script (a bug, or a Redis without scripting):
+            # not limiting, and loudly; the cache read must not be lost with it.
+            logger.error("rate limit script failed, not limiting: %s", exc)
+            return await self._plain_get(key)
         except _FAILURES as exc:  # storage down: fail open, but say so
-            logger.warning("rate limit storage unavailable, not limiting: %s", exc)
+            OUTAGE_WARNINGS.warning(logger, "rate limit storage unavailable, not limiting: %s", exc)
             return Read(False, None)
         if int(result[0]) == 1:
             return Read(True, result[2] if len(result) > 2 else None)
-        retry_after = max(1, math.ceil(int(result[1]) / 1000))
+        retry_after = max(1, math.ceil(int(result[1]) / 1_000_000))
         RATE_LIMIT_REJECTIONS.labels(scope).inc()
         raise TooManyRequests(
             f"rate limit exceeded: {limit}; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+
+    async def _plain_get(self, key: str | None) -> Read:
+        if key is None:
+            return Read(True, None)
+        try:
+            return Read(True, cast(bytes | None, await self._redis.get(key)))
+        except _FAILURES:
+            return Read(False, None)
 
     async def reset(self) -> None:
         """Forget every count under this limiter's prefix (tests)."""

@@ -38,6 +38,15 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# Every part carries the same configuration: pydantic merges the configurations of a class's
+# bases in order, so a part with BaseSettings' defaults (no .env, extra="forbid") listed after
+# ServiceSettings would replace it. hide_input_in_errors: a rejected value (a URL with its
+# password) never reaches the error message, the log that shows it, or a traceback.
+SETTINGS_CONFIG = SettingsConfigDict(
+    env_file=".env", extra="ignore", env_file_encoding="utf-8", hide_input_in_errors=True
+)
+
+
 class ServiceSettings(BaseSettings):
     """What every process of the platform has: a name, an environment, a log level. A
     service adds the mixins of the parts it really uses (``DatabaseSettings``,
@@ -45,11 +54,7 @@ class ServiceSettings(BaseSettings):
     ``order_common.tasks.CelerySettings``) or builds on ``ApiSettings``; subclasses set
     ``env_prefix``. No process inherits a setting it never reads."""
 
-    # hide_input_in_errors: a rejected value (a URL with its password) never reaches the error
-    # message, the log that shows it, or a traceback.
-    model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", env_file_encoding="utf-8", hide_input_in_errors=True
-    )
+    model_config = SETTINGS_CONFIG
 
     service_name: str = "service"
     environment: Environment = "development"
@@ -68,6 +73,8 @@ class ServiceSettings(BaseSettings):
 
 class DatabaseSettings(BaseSettings):
     """A service that owns a PostgreSQL database (auth, orders)."""
+
+    model_config = SETTINGS_CONFIG
 
     # Connection URLs carry passwords: SecretStr keeps them out of repr, logs and errors.
     database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -97,6 +104,8 @@ class DatabaseSettings(BaseSettings):
 class RedisSettings(BaseSettings):
     """A service that keeps state in Redis (cache, rate limits, de-duplication markers)."""
 
+    model_config = SETTINGS_CONFIG
+
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # Every key this service writes starts with this prefix, so runs sharing one Redis stay apart.
     redis_key_prefix: str = "op"
@@ -106,6 +115,8 @@ class RedisSettings(BaseSettings):
 class MetricsPortSettings(BaseSettings):
     """A process without an HTTP API serves its Prometheus metrics on a port of its own
     (each service sets its default port)."""
+
+    model_config = SETTINGS_CONFIG
 
     metrics_port: int = Field(
         default=0, ge=0, le=65535, description="port of its Prometheus metrics; 0 turns it off"

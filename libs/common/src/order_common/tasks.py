@@ -9,12 +9,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings
 
+from order_common.settings import SETTINGS_CONFIG
+
 PROCESS_ORDER_TASK = "order_worker.process_order"
 
 
 class CelerySettings(BaseSettings):
     """Where the consumer sends tasks and the worker takes them: both mix this in, under their
     own env prefix (``CONSUMER_CELERY_QUEUE``, ``WORKER_CELERY_QUEUE``), and must agree."""
+
+    model_config = SETTINGS_CONFIG
 
     # Celery's broker is Redis; RabbitMQ stays the event bus only.
     celery_broker_url: SecretStr = Field(

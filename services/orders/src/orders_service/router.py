@@ -225,12 +225,14 @@ async def list_user_orders(
         *_EVERY_ROUTE, _ORDER_NOT_FOUND, VALIDATION_ERROR, validation_example=_BAD_ORDER_ID
     ),
 )
-async def get_order(
-    lookup: RateLimitedLookup, user: CurrentUser, uow: UoW, cache: Cache
-) -> Response:
+async def get_order(lookup: RateLimitedLookup) -> Response:
     # The stored bytes are the response: a cache hit is never parsed or serialised again.
     body = await service.get_order(
-        uow, cache, user_id=user.user_id, order_id=lookup.order_id, cached=lookup.cached
+        lookup.uow,
+        lookup.cache,
+        user_id=lookup.user_id,
+        order_id=lookup.order_id,
+        cached=lookup.cached,
     )
     return Response(body, media_type="application/json")
 
