@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -431,3 +431,45 @@ async def test_the_order_bus_command_shows_and_redrives_a_dead_letter_queue(
     assert json.loads(moved) == {"queue": dlq, "redriven": 1}
     assert await count_messages(channel, queue.name) == 1
     assert await count_messages(channel, dlq) == 0
+
+
+async def test_a_batch_failing_for_one_event_retries_and_dead_letters_only_that_one(
+    amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
+) -> None:
+    """The batch handler fails whenever one bad event is in its batch: the batch runs again
+    one delivery at a time, so the innocent ones succeed at their first attempt and only the
+    bad one goes through the retries to the dead-letter queue."""
+    warm_up, bad = new_order_event(), new_order_event()
+    good = [new_order_event() for _ in range(4)]
+    batches: list[list[tuple[uuid.UUID, int]]] = []
+    done: dict[uuid.UUID, int] = {}
+
+    async def handler(deliveries: Sequence[Delivery]) -> list[None]:
+        batches.append([(d.envelope.event_id, d.attempt) for d in deliveries])
+        if deliveries[0].envelope.event_id == warm_up.event_id:
+            await asyncio.sleep(0.5)  # the others arrive meanwhile: one batch next
+        if any(d.envelope.event_id == bad.event_id for d in deliveries):
+            raise RuntimeError("bad event")
+        for d in deliveries:
+            done[d.envelope.event_id] = d.attempt
+        return [None] * len(deliveries)
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=0.2)
+    subscriber = Subscriber(
+        amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, batch_handler=handler, retry=policy
+    )
+    await subscriber.start()
+    try:
+        for event in [warm_up, good[0], good[1], bad, good[2], good[3]]:
+            await publish(channel, topology, event)
+        dlq = dead_letter_queue_name(subscriber.queue_name)
+        await eventually(counter(channel, dlq, 1))
+    finally:
+        await subscriber.stop()
+
+    assert any(len(b) > 1 and bad.event_id in {e for e, _ in b} for b in batches)
+    assert done == {event.event_id: 1 for event in [warm_up, *good]}  # each at its 1st try
+    [letter] = await peek(amqp, dlq)
+    assert parse_envelope(letter.body).event_id == bad.event_id
+    assert letter.attempts == 3
+    assert await count_messages(channel, subscriber.queue_name) == 0
