@@ -341,8 +341,9 @@ def highest_sustained(
     rates: tuple[int, ...],
     probe_seconds: float,
     confirm_seconds: float,
+    refinements: int = 3,
 ) -> dict[str, Any]:
-    """Step the rate up until the backlog grows (then probe once halfway back) or the API
+    """Step the rate up until the backlog grows (then probe halfway back, and again) or the API
     answers fewer POSTs than asked (stepping higher only queues more); then hold the probe
     that kept up at the highest achieved rate for ``confirm_seconds`` (the next one if it does
     not hold). The figure is the orders per second the confirming run really placed and the
@@ -353,10 +354,17 @@ def highest_sustained(
         last = probes[-1]
         if last["sustained"]:
             continue
-        if not last["keeps_up"]:
-            middle = refined_rate([p["rate"] for p in probes if p["sustained"]], rate)
-            if middle is not None:
-                probes.append(step(load, backlog, middle, probe_seconds))
+        # Fell behind: halve the gap to the best sustained rate (to 0 if none) until a probe
+        # holds or ``refinements`` probes were spent.
+        failed = rate
+        for _ in range(refinements):
+            if last["keeps_up"]:
+                break
+            middle = refined_rate([p["rate"] for p in probes if p["sustained"]], failed)
+            if middle is None:
+                break
+            probes.append(step(load, backlog, middle, probe_seconds))
+            last, failed = probes[-1], middle
         break
 
     def placed(p: dict[str, Any]) -> float:

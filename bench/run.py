@@ -201,7 +201,7 @@ class Headroom:
     (so `make bench` stays within its time)."""
 
     def __init__(
-        self, need: int = 25, first: float = 30, retry: float = 120, budget: float = 300
+        self, need: int = 8, first: float = 15, retry: float = 90, budget: float = 240
     ) -> None:
         self.need, self.first, self.retry, self.budget = need, first, retry, budget
 

@@ -428,7 +428,7 @@ def test_a_pipeline_that_keeps_up_with_none_of_the_rates_is_a_miss_at_zero(
 ) -> None:
     result = _highest(FakeLoad(api=1000, capacity=10), monkeypatch)
 
-    assert [p["rate"] for p in result["probes"]] == [100, 50]
+    assert [p["rate"] for p in result["probes"]] == [100, 50, 25]  # halving, to one step
     assert result["sustained_rate"] == 0
     measured = {t.text: t for t in targets({}, {"sustained": result}, [])}
     assert measured["Pipeline: highest sustained rate, delay 0"].status == "miss"
@@ -465,3 +465,12 @@ def test_log_warnings_are_counted_by_message_and_a_fallback_invalidates_the_run(
     ]
     assert len(fallbacks(found)) == 2
     assert fallbacks(found[2:]) == []
+
+
+def test_a_pipeline_slower_than_the_first_rate_is_found_by_halving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = _highest(FakeLoad(api=1000, capacity=30), monkeypatch)
+
+    assert [p["rate"] for p in result["probes"]] == [100, 50, 25]
+    assert result["sustained_rate"] == 25

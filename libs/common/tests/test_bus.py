@@ -9,7 +9,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from order_common.bus import (
     ERROR_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
+    REDRIVES_HEADER,
     RejectMessage,
     Topology,
     dead_letter_queue_name,
@@ -34,7 +36,8 @@ from order_common.bus import (
 )
 from order_common.delivery import Delivery
 from order_common.dlq import adopt_unrouted, amqp_url_from_env, count_messages, peek, redrive
-from order_common.events import Envelope, EventType, parse_envelope
+from order_common.events import Envelope, EventType, OrderStatusChanged, envelope, parse_envelope
+from order_common.orders import OrderStatus
 from order_common.subscriber import Subscriber
 from order_common.testing import (
     AMQP_URL,
@@ -149,12 +152,59 @@ async def test_a_started_process_adopts_events_published_before_its_queue_existe
     try:
         # Starting consumes only its own queue; the re-drive is the process's next step.
         assert await count_messages(channel, topology.unrouted_queue) == 1
-        assert await adopt_unrouted(amqp, topology) == 1
+        assert await adopt_unrouted(amqp, topology, [EventType.NEW_ORDER]) == 1
         await eventually(lambda: len(received) == 1)
     finally:
         await subscriber.stop()
     assert received[0].envelope.event_id == sent.event_id
     assert await count_messages(channel, topology.unrouted_queue) == 0
+
+
+def status_changed_event() -> Envelope[Any]:
+    return envelope(
+        EventType.ORDER_STATUS_CHANGED,
+        OrderStatusChanged(
+            order_id=uuid.uuid4(),
+            user_id=1,
+            from_status=OrderStatus.PENDING,
+            to_status=OrderStatus.PAID,
+            changed_at=datetime.now(UTC),
+        ),
+    )
+
+
+async def test_adopting_moves_only_the_types_the_process_subscribes_to_and_leaves_the_rest(
+    amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
+) -> None:
+    # Nobody subscribes to order_status_changed: it must keep its place and its TTL (not be
+    # republished at every start), and not be delivered twice in one pass.
+    ignored = [status_changed_event() for _ in range(3)]
+    wanted = new_order_event()
+    await publish(channel, topology, ignored[0])
+    await publish(channel, topology, wanted)
+    for event in ignored[1:]:
+        await publish(channel, topology, event)
+    received: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        received.append(delivery)
+
+    subscriber = Subscriber(amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, handler)
+    await subscriber.start()
+    try:
+        assert await adopt_unrouted(amqp, topology, [subscriber.event_type]) == 1
+        await eventually(lambda: len(received) == 1)
+        assert await adopt_unrouted(amqp, topology, [subscriber.event_type]) == 0
+    finally:
+        await subscriber.stop()
+    assert received[0].envelope.event_id == wanted.event_id
+    assert await count_messages(channel, topology.unrouted_queue) == 3
+    left = await peek(amqp, topology.unrouted_queue)
+    assert [parse_envelope(letter.body).event_id for letter in left] == [
+        event.event_id for event in ignored
+    ]
+    # the broker's copies, never republished (a republish would add x-redrives)
+    assert all(REDRIVES_HEADER not in letter.headers for letter in left)
 
 
 async def test_a_failing_handler_is_retried_with_back_off_then_dead_lettered_with_its_reason(
@@ -381,3 +431,45 @@ async def test_the_order_bus_command_shows_and_redrives_a_dead_letter_queue(
     assert json.loads(moved) == {"queue": dlq, "redriven": 1}
     assert await count_messages(channel, queue.name) == 1
     assert await count_messages(channel, dlq) == 0
+
+
+async def test_a_batch_failing_for_one_event_retries_and_dead_letters_only_that_one(
+    amqp: AbstractRobustConnection, channel: aio_pika.abc.AbstractChannel, topology: Topology
+) -> None:
+    """The batch handler fails whenever one bad event is in its batch: the batch runs again
+    one delivery at a time, so the innocent ones succeed at their first attempt and only the
+    bad one goes through the retries to the dead-letter queue."""
+    warm_up, bad = new_order_event(), new_order_event()
+    good = [new_order_event() for _ in range(4)]
+    batches: list[list[tuple[uuid.UUID, int]]] = []
+    done: dict[uuid.UUID, int] = {}
+
+    async def handler(deliveries: Sequence[Delivery]) -> list[None]:
+        batches.append([(d.envelope.event_id, d.attempt) for d in deliveries])
+        if deliveries[0].envelope.event_id == warm_up.event_id:
+            await asyncio.sleep(0.5)  # the others arrive meanwhile: one batch next
+        if any(d.envelope.event_id == bad.event_id for d in deliveries):
+            raise RuntimeError("bad event")
+        for d in deliveries:
+            done[d.envelope.event_id] = d.attempt
+        return [None] * len(deliveries)
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=0.2)
+    subscriber = Subscriber(
+        amqp, topology, SUBSCRIBER, EventType.NEW_ORDER, batch_handler=handler, retry=policy
+    )
+    await subscriber.start()
+    try:
+        for event in [warm_up, good[0], good[1], bad, good[2], good[3]]:
+            await publish(channel, topology, event)
+        dlq = dead_letter_queue_name(subscriber.queue_name)
+        await eventually(counter(channel, dlq, 1))
+    finally:
+        await subscriber.stop()
+
+    assert any(len(b) > 1 and bad.event_id in {e for e, _ in b} for b in batches)
+    assert done == {event.event_id: 1 for event in [warm_up, *good]}  # each at its 1st try
+    [letter] = await peek(amqp, dlq)
+    assert parse_envelope(letter.body).event_id == bad.event_id
+    assert letter.attempts == 3
+    assert await count_messages(channel, subscriber.queue_name) == 0

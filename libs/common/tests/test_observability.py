@@ -408,3 +408,25 @@ def test_with_an_exporter_requests_are_traced_by_the_opentelemetry_middleware() 
     assert served["redis_traced"] is True
     assert fresh["recording"] is True
     assert continued["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_an_outage_warning_is_said_once_a_while_with_how_many_were_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from order_common.logging import Throttle
+
+    now = [0.0]
+    throttle = Throttle(every=10.0, clock=lambda: now[0])
+    logger = logging.getLogger("order_common.tests.throttle")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for _ in range(100):
+            throttle.warning(logger, "cache unavailable: %s", "refused")
+        throttle.warning(logger, "another message")
+        now[0] = 10.5
+        throttle.warning(logger, "cache unavailable: %s", "refused")
+    records = [(r.getMessage(), getattr(r, "suppressed", 0)) for r in caplog.records]
+    assert records == [
+        ("cache unavailable: refused", 0),
+        ("another message", 0),
+        ("cache unavailable: refused", 99),
+    ]

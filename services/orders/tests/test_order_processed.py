@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -27,7 +26,6 @@ from order_common.bus import (
     publish_envelope,
 )
 from order_common.dlq import count_messages, peek
-from order_common.errors import NotFound
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
 from order_common.testing import TcpProxy, eventually
 from orders_service import service
@@ -69,13 +67,12 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     cache = app.state.cache
     first_at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
-    def mark(at: datetime) -> Awaitable[service.Processed]:
-        return service.mark_processed(
-            OrdersUnitOfWork(app.state.session_factory),
-            cache,
-            order_id=uuid.UUID(order["id"]),
-            processed_at=at,
+    async def mark(at: datetime) -> service.Processed:
+        order_id = uuid.UUID(order["id"])
+        outcomes = await service.mark_processed_many(
+            OrdersUnitOfWork(app.state.session_factory), cache, reports={order_id: at}
         )
+        return outcomes[order_id]
 
     first = await mark(first_at)
     assert first.changed
@@ -98,14 +95,14 @@ async def test_mark_processed_sets_processed_at_once_and_refreshes_the_cache(
     assert fetched["status"] == "PENDING"
 
 
-async def test_mark_processed_of_an_unknown_order_is_not_found(app: FastAPI) -> None:
-    with pytest.raises(NotFound):
-        await service.mark_processed(
-            OrdersUnitOfWork(app.state.session_factory),
-            app.state.cache,
-            order_id=uuid.uuid4(),
-            processed_at=datetime.now(UTC),
-        )
+async def test_an_unknown_order_is_missing_from_the_outcomes(app: FastAPI) -> None:
+    unknown = uuid.uuid4()
+    outcomes = await service.mark_processed_many(
+        OrdersUnitOfWork(app.state.session_factory),
+        app.state.cache,
+        reports={unknown: datetime.now(UTC)},
+    )
+    assert unknown not in outcomes
 
 
 def _consumed(result: str) -> float:

@@ -19,8 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from order_common.bus import connect, declare_exchange
+from order_common.bus import connect, declare_exchange, publish_envelope
 from order_common.db import build_session_factory
+from order_common.dlq import count_messages
 from order_common.events import EventType
 from order_common.testing import AMQP_URL, eventually, free_port, new_order_event
 from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
@@ -312,8 +313,9 @@ async def test_published_events_past_retention_are_deleted_and_unpublished_never
 
 class FaultyExchange:
     """The real exchange of the test, with a fault injected into the relay's batch: publishing
-    the message ``fail_id`` fails once (as one the broker never confirmed), and
-    ``after_last`` runs once the ``batch``-th publish was confirmed."""
+    the message ``fail_id`` fails once (as one the broker never confirmed), ``after_last``
+    runs once the ``batch``-th publish was confirmed, and ``cut`` runs just before the
+    ``cut_at``-th publish is sent."""
 
     def __init__(
         self,
@@ -322,11 +324,16 @@ class FaultyExchange:
         fail_id: str | None = None,
         batch: int = 0,
         after_last: Callable[[], Any] | None = None,
+        cut_at: int = 0,
+        cut: Callable[[], Any] | None = None,
     ) -> None:
         self._exchange = exchange
         self._fail_id = fail_id
         self._batch = batch
         self._after_last = after_last
+        self._cut_at = cut_at
+        self._cut = cut
+        self._calls = 0
         self._confirmed = 0
 
     @property
@@ -337,6 +344,9 @@ class FaultyExchange:
         if self._fail_id is not None and message.message_id == self._fail_id:
             self._fail_id = None
             raise ConnectionResetError("the link dropped under this publish")
+        self._calls += 1
+        if self._cut is not None and self._calls == self._cut_at:
+            await self._cut()
         confirm = await self._exchange.publish(message, *args, **kwargs)
         self._confirmed += 1
         if self._after_last is not None and self._confirmed == self._batch:
@@ -428,3 +438,79 @@ async def test_a_crash_between_publishing_and_marking_publishes_again_under_the_
     assert deliveries == Counter({event_id: 2 for event_id in event_ids})
     assert all(len(copies) == 1 for copies in bodies.values())
     assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_the_broker_dropping_mid_batch_loses_nothing_and_repeats_only_the_unconfirmed(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    """The link to RabbitMQ is cut while a batch of 20 is in flight (after 5 were sent): the
+    confirmed events are marked and never sent again; the others stay in the outbox and go out
+    once the broker is back. Nothing is lost; only an event whose confirm was lost with the
+    link may reach the bus twice, under its one event id (consumers de-duplicate on it)."""
+    broker = BrokerSwitch()
+    await broker.on()
+    settings = relay_settings(amqp_url=broker.url)
+    event_ids = await add_outbox_events(relay_db, 20)
+    connection = await connect(broker.url, name="relay-test-drop")
+    try:
+        async with published_events(amqp, settings) as seen:
+            channel = connection.channel()
+            await channel.initialize()
+            real = await declare_exchange(channel, settings.bus_topology())
+            publisher = OutboxPublisher(
+                build_session_factory(relay_db),
+                FaultyExchange(real, cut_at=6, cut=broker.off),  # type: ignore[arg-type]
+                batch_size=20,
+            )
+            first = await publisher.publish_batch()
+            # The 15 sent after the cut fail; the 5 before it may or may not have been confirmed.
+            assert first.claimed == 20
+            assert first.published <= 5
+            assert first.failed == 20 - first.published
+            rows = await outbox_rows(relay_db)
+            confirmed = {k for k, row in rows.items() if row["published_at"] is not None}
+            assert len(confirmed) == first.published
+
+            await broker.on()
+            await asyncio.wait_for(channel.ready(), timeout=15)
+            again = OutboxPublisher(build_session_factory(relay_db), real, batch_size=20)
+            assert await again.publish_batch() == BatchResult(
+                claimed=first.failed, published=first.failed, failed=0
+            )
+            await eventually(lambda: set(seen) == set(event_ids), timeout=10)
+            await asyncio.sleep(0.5)  # room for more copies to show up
+    finally:
+        await connection.close()
+        await broker.off()
+
+    counts = Counter(seen)
+    assert set(counts) == set(event_ids)  # nothing lost
+    assert all(counts[event_id] == 1 for event_id in confirmed)  # a confirm is final
+    assert all(counts[event_id] <= 2 for event_id in event_ids)
+    assert all(row["published_at"] for row in (await outbox_rows(relay_db)).values())
+
+
+async def test_the_relay_publishes_at_once_while_unrouted_events_of_other_types_wait(
+    relay_settings: MakeSettings,
+    relay_db: AsyncEngine,
+    amqp: AbstractRobustConnection,
+) -> None:
+    """Adopting the unrouted queue runs beside the relay, not before it, and leaves the
+    events this process does not subscribe to where they are (their TTL runs on)."""
+    settings = relay_settings()
+    topology = settings.bus_topology()
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, topology)
+    waiting = 300  # nobody is bound for new_order yet: they all go to the unrouted queue
+    await asyncio.gather(*(publish_envelope(exchange, new_order_event()) for _ in range(waiting)))
+    assert await count_messages(channel, topology.unrouted_queue) == waiting
+
+    async with published_events(amqp, settings) as seen, running_relay(settings) as process:
+        await asyncio.wait_for(process.started.wait(), timeout=10)
+        assert process.adoption is not None
+        assert not process.adoption.done()  # the relay did not wait for it
+        [event_id] = await add_outbox_events(relay_db, 1)
+        await eventually(lambda: event_id in seen)
+        assert await process.adoption == 0  # new_order is not this process's
+    assert await count_messages(channel, topology.unrouted_queue) == waiting
+    await channel.close()

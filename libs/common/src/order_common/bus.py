@@ -10,8 +10,8 @@ Topology, for ``Topology(exchange="order-platform.events", queue_prefix="order-p
   for in the quorum queue ``order-platform.events.unrouted`` -- e.g. a ``new_order`` published
   before any subscriber declared its queue -- instead of the broker dropping it. They wait
   there for a re-drive for 7 days (an event type nobody subscribes to must not pile up); each
-  process on the bus re-drives them once its subscribers consume
-  (``order_common.dlq.adopt_unrouted``), so a first start adopts what it missed.
+  process on the bus re-drives those of its own event types when it starts
+  (``order_common.dlq.adopt_unrouted``), so its first start adopts what it missed.
 - per subscriber and event type, the quorum queue ``order-platform.{subscriber}.{event_type}``,
   bound with the event type. ``x-delivery-limit`` sends a message that keeps killing its
   consumer (nothing acks it) to the dead-letter queue through the dead-letter exchange.

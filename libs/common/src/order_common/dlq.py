@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -210,23 +211,97 @@ def _reset(headers: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-async def adopt_unrouted(connection: AbstractConnection, topology: Topology) -> int:
+def _routing_key_of(message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> str:
+    original = headers.get(ORIGINAL_ROUTING_KEY_HEADER)
+    return _text(original) if original else message.routing_key or ""
+
+
+async def adopt_unrouted(
+    connection: AbstractConnection, topology: Topology, event_types: Collection[str]
+) -> int:
     """The start-up step of a process on the bus, once its subscribers are consuming: events
     published before any queue was bound for them (the relay ran before the consumer's first
-    start) waited in the topology's shared unrouted queue; send them all through the exchange
-    again. Each now reaches the queues bound for its type -- any subscriber's, not only this
-    process's -- and one nobody subscribes to goes back to the unrouted queue. Safe to run
-    any time and from any process (``order-bus dlq redrive <exchange>.unrouted`` does the
-    same by hand). Returns how many moved; a failure is logged, never raised: the
-    subscribers are consuming already."""
+    start) waited in the topology's shared unrouted queue; send those of ``event_types`` (the
+    types this process subscribes to) through the exchange again, so they reach the queues
+    bound for them now. The others stay where they are, not republished: they are held
+    unacked during the pass and handed back (nack, requeue) at its end, so they keep their
+    place and their 7-day ``x-message-ttl`` runs on (an event type nobody subscribes to
+    expires instead of being renewed at every start). The pass covers at most the messages
+    there at its start. Each moved message is acked only after the broker confirmed its copy.
+
+    Safe to run any time and from any process; run it in the background
+    (``adopt_unrouted_in_background``): the process need not wait for it. ``order-bus dlq
+    redrive --queue <exchange>.unrouted`` re-drives every type by hand. Returns how many
+    moved; a failure is logged, never raised: the subscribers are consuming already."""
+    wanted = {str(event_type) for event_type in event_types}
+    queue = topology.unrouted_queue
     try:
-        moved = await redrive(connection, topology.unrouted_queue)
+        moved, kept = await _adopt(connection, topology, wanted)
+    except asyncio.CancelledError:
+        raise
     except Exception as exc:
         logger.warning("could not re-drive the unrouted queue: %s", exc)
         return 0
-    if moved:
-        logger.info("re-drove %d unrouted events", moved, extra={"queue": topology.unrouted_queue})
+    if moved or kept:
+        logger.info(
+            "re-drove %d unrouted events of %s; left %d of other types",
+            moved,
+            ", ".join(sorted(wanted)),
+            kept,
+            extra={"queue": queue},
+        )
     return moved
+
+
+async def _adopt(
+    connection: AbstractConnection, topology: Topology, wanted: set[str]
+) -> tuple[int, int]:
+    channel = await connection.channel(publisher_confirms=True)
+    held: list[AbstractIncomingMessage] = []
+    moved = 0
+    try:
+        budget = await count_messages(channel, topology.unrouted_queue)
+        source = await channel.get_queue(topology.unrouted_queue, ensure=False)
+        exchange = await channel.get_exchange(topology.exchange, ensure=False)
+        for _ in range(budget):
+            message = await source.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            headers = dict(message.headers or {})
+            routing_key = _routing_key_of(message, headers)
+            if routing_key not in wanted:
+                held.append(message)  # unacked until the end of the pass: not seen twice
+                continue
+            await exchange.publish(
+                republished(message, _reset(headers)), routing_key=routing_key, mandatory=False
+            )
+            await message.ack()
+            moved += 1
+        return moved, len(held)
+    finally:
+        try:
+            for message in held:
+                await message.nack(requeue=True)
+        finally:
+            # Closing hands back whatever was not settled (also on cancellation).
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
+def adopt_unrouted_in_background(
+    connection: AbstractConnection, topology: Topology, event_types: Collection[str]
+) -> asyncio.Task[int]:
+    """``adopt_unrouted`` as a task, so the process starts its work at once. Keep the task;
+    cancel it on the way out (``stop_adopting``): what it held goes back to the queue."""
+    return asyncio.create_task(
+        adopt_unrouted(connection, topology, event_types), name="adopt unrouted events"
+    )
+
+
+async def stop_adopting(task: asyncio.Task[int]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -112,3 +115,38 @@ def configure_logging(service: str, level: str = "INFO", *, access_log: bool = F
     # The access log repeats what the gateway logs, costs a record per request and would print
     # query strings: off unless asked for (``*_ACCESS_LOG``).
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)
+
+
+class Throttle:
+    """At most one record every ``every`` seconds per message, for the warnings an outage
+    repeats on every request (Redis down: the limiter, the cache read, the cache write); the
+    next record says how many were held back in ``suppressed``. Metrics still count each."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def reset(self) -> None:
+        """Say every message again at its next occurrence (a test looking for one)."""
+        with self._lock:
+            self._state.clear()
+
+    def warning(self, logger: logging.Logger, msg: str, *args: object, **kwargs: Any) -> None:
+        key = (logger.name, msg)
+        now = self._clock()
+        with self._lock:
+            last, held = self._state.get(key, (float("-inf"), 0))
+            if now - last < self.every:
+                self._state[key] = (last, held + 1)
+                return
+            self._state[key] = (now, 0)
+        extra = dict(kwargs.pop("extra", None) or {})
+        if held:
+            extra["suppressed"] = held
+        logger.warning(msg, *args, extra=extra, **kwargs)
+
+
+# The one the services share.
+OUTAGE_WARNINGS = Throttle()

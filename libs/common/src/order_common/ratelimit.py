@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from order_common.errors import TooManyRequests
+from order_common.logging import OUTAGE_WARNINGS
 from order_common.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class RateLimiter:
             logger.error("rate limit script failed, not limiting: %s", exc)
             return await self._plain_get(key)
         except _FAILURES as exc:  # storage down: fail open, but say so
-            logger.warning("rate limit storage unavailable, not limiting: %s", exc)
+            OUTAGE_WARNINGS.warning(logger, "rate limit storage unavailable, not limiting: %s", exc)
             return Read(False, None)
         if int(result[0]) == 1:
             return Read(True, result[2] if len(result) > 2 else None)

@@ -81,7 +81,9 @@ class Subscriber:
       takes no new message meanwhile; consumption resumes once the dependency is back.
     - any other exception: to the retry queue with the next back-off delay and the attempt
       count in ``x-attempts``, then ack; after ``retry.max_attempts`` runs, to the dead-letter
-      queue with the reason instead.
+      queue with the reason instead. A ``batch_handler`` that raises so for a batch of several
+      runs again on each delivery alone: only a delivery that fails on its own spends an
+      attempt, not the whole batch.
     - every republish waits for the broker's confirm before the ack, so a crash in between
       repeats the message rather than losing it; if settling fails, the messages are
       returned to the queue (nack with requeue), where ``x-delivery-limit`` bounds them.
@@ -341,14 +343,27 @@ class Subscriber:
     async def _run_handlers(self, items: Sequence[_Pending]) -> list[Outcome]:
         """The outcome of each item: what its handler returned, or the exception it raised."""
         if self._batch_handler is not None:
-            with use_span(items[0].span, end_on_exit=False):
-                try:
-                    outcomes = list(await self._batch_handler([i.delivery for i in items]))
-                except Exception as exc:
-                    return [exc] * len(items)
-            if len(outcomes) != len(items):
-                raise RuntimeError("a batch handler must return one outcome per delivery")
-            return outcomes
+            try:
+                return await self._run_batch_handler(items)
+            except Exception as exc:
+                if len(items) == 1 or _is_outage(exc, self._is_outage):
+                    return [exc] * len(items)  # an outage is no delivery's fault: all wait
+                # One delivery may be what fails the batch: run each alone, so only the one
+                # that fails on its own spends an attempt (or is rejected).
+                logger.warning(
+                    "a batch of %d messages of %s failed; handling each alone: %s",
+                    len(items),
+                    self.queue_name,
+                    error_text(exc),
+                    extra={"queue": self.queue_name},
+                )
+                outcomes: list[Outcome] = []
+                for item in items:
+                    try:
+                        outcomes.extend(await self._run_batch_handler([item]))
+                    except Exception as alone:
+                        outcomes.append(alone)
+                return outcomes
 
         async def run_one(item: _Pending) -> Outcome:
             assert self._handler is not None
@@ -359,6 +374,14 @@ class Subscriber:
                     return exc
 
         return list(await asyncio.gather(*(run_one(item) for item in items)))
+
+    async def _run_batch_handler(self, items: Sequence[_Pending]) -> list[Outcome]:
+        assert self._batch_handler is not None
+        with use_span(items[0].span, end_on_exit=False):
+            outcomes = list(await self._batch_handler([i.delivery for i in items]))
+        if len(outcomes) != len(items):
+            raise RuntimeError("a batch handler must return one outcome per delivery")
+        return outcomes
 
     async def _handle_through_outages(self, items: list[_Pending]) -> list[Outcome]:
         """Run the handlers; those that failed because a dependency is unreachable run again

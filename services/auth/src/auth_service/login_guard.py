@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from auth_service.metrics import LOGIN_GUARD_UNAVAILABLE
 from order_common.errors import TooManyRequests
+from order_common.logging import OUTAGE_WARNINGS
 from order_common.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class LoginGuard:
             )
         except Exception as exc:  # Redis down or slow: fail open, but say so
             LOGIN_GUARD_UNAVAILABLE.inc()
-            logger.warning("login guard unavailable, not limiting: %s", exc)
+            OUTAGE_WARNINGS.warning(logger, "login guard unavailable, not limiting: %s", exc)
             return
         scope = scope.decode() if isinstance(scope, bytes) else str(scope)
         if not scope:
@@ -158,4 +159,6 @@ class LoginGuard:
             await self._succeeded(keys=self._keys(account, ip), args=[ip])
         except Exception as exc:
             LOGIN_GUARD_UNAVAILABLE.inc()
-            logger.warning("login guard unavailable, success not recorded: %s", exc)
+            OUTAGE_WARNINGS.warning(
+                logger, "login guard unavailable, success not recorded: %s", exc
+            )

@@ -9,7 +9,7 @@ from event_consumer.consumer import SUBSCRIBER, NewOrderHandler, create_celery_p
 from event_consumer.settings import Settings
 from order_common.bus import connect_retrying
 from order_common.cache import build_redis
-from order_common.dlq import adopt_unrouted
+from order_common.dlq import adopt_unrouted_in_background, stop_adopting
 from order_common.events import EventType
 from order_common.subscriber import Subscriber
 
@@ -40,10 +40,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             delivery_limit=settings.bus_delivery_limit,
         )
         await subscriber.start()
-        await adopt_unrouted(connection, settings.bus_topology())
+        # In the background: consuming does not wait for it.
+        adoption = adopt_unrouted_in_background(
+            connection, settings.bus_topology(), [subscriber.event_type]
+        )
         logger.info("event consumer started")
         await stop.wait()
         logger.info("stopping: finishing the messages in hand")
+        await stop_adopting(adoption)
         await subscriber.stop(settings.shutdown_grace_seconds)
     finally:
         await connection.close()

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from order_common.logging import OUTAGE_WARNINGS
 from order_common.orders import OrderRead
 from order_common.ratelimit import RateLimiter
 from orders_service.metrics import CACHE_OPERATIONS
@@ -102,7 +103,8 @@ class OrderCache:
         read = await limiter.hit_and_get(limit, scope, *identifiers, key=self.key(order_id))
         if not read.ok:
             CACHE_OPERATIONS.labels(op="get", result="error").inc()
-            logger.warning(
+            OUTAGE_WARNINGS.warning(
+                logger,
                 "order cache unavailable, using the database",
                 extra={"op": "get", "order_id": str(order_id)},
             )
@@ -162,7 +164,8 @@ class OrderCache:
                 results = await pipe.execute()
         except _FAILURES as exc:
             CACHE_OPERATIONS.labels(op="put", result="error").inc(len(entries))
-            logger.warning(
+            OUTAGE_WARNINGS.warning(
+                logger,
                 "order cache unavailable for %d entries, using the database",
                 len(entries),
                 extra={"op": "put", "error": f"{type(exc).__name__}: {exc}"},
@@ -173,7 +176,8 @@ class OrderCache:
 
     def _failed(self, op: str, order_id: uuid.UUID, exc: BaseException) -> None:
         CACHE_OPERATIONS.labels(op=op, result="error").inc()
-        logger.warning(
+        OUTAGE_WARNINGS.warning(
+            logger,
             "order cache unavailable, using the database",
             extra={"op": op, "order_id": str(order_id), "error": f"{type(exc).__name__}: {exc}"},
         )

@@ -16,7 +16,7 @@ import logging
 from order_common.bus import connect_retrying, declare_exchange
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
-from order_common.dlq import adopt_unrouted
+from order_common.dlq import adopt_unrouted_in_background, stop_adopting
 from orders_service.cache import OrderCache
 from orders_service.order_processed import OrderProcessedHandler, order_processed_subscriber
 from orders_service.relay import OutboxPublisher, OutboxRelay
@@ -35,6 +35,7 @@ class EventsProcess:
         self.settings = settings
         self.started = asyncio.Event()
         self.relay: OutboxRelay | None = None
+        self.adoption: asyncio.Task[int] | None = None  # re-driving the unrouted queue
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay the outbox and apply ``order_processed`` until ``stop`` is set."""
@@ -66,7 +67,10 @@ class EventsProcess:
                     connection, settings, OrderProcessedHandler(session_factory, cache)
                 )
                 await subscriber.start()
-                await adopt_unrouted(connection, topology)
+                # In the background: the relay must not wait for it (it may hold many events).
+                self.adoption = adoption = adopt_unrouted_in_background(
+                    connection, topology, [subscriber.event_type]
+                )
                 publisher = OutboxPublisher(
                     session_factory, exchange, batch_size=settings.relay_batch_size
                 )
@@ -76,6 +80,7 @@ class EventsProcess:
                 try:
                     await self.relay.run(stop)
                 finally:
+                    await stop_adopting(adoption)
                     await subscriber.stop(SHUTDOWN_GRACE_SECONDS)
             finally:
                 await connection.close()

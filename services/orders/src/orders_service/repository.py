@@ -27,14 +27,6 @@ class OrderRepository:
     def add(self, order: Order) -> None:
         self.session.add(order)
 
-    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
-        """Any user's order: for the event handlers, which act for the system, not a user."""
-        stmt = select(Order).where(Order.id == order_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        result: Order | None = await self.session.scalar(stmt)
-        return result
-
     async def lock_many(self, order_ids: Sequence[uuid.UUID]) -> Sequence[Order]:
         """The orders of ``order_ids`` that exist, locked ``FOR UPDATE`` in id order: two
         transactions locking overlapping sets take the locks in one order, never a deadlock."""

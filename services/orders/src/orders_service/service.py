@@ -255,16 +255,6 @@ async def change_status(
     return result
 
 
-async def mark_processed(
-    uow: OrdersUnitOfWork, cache: OrderCache, *, order_id: uuid.UUID, processed_at: datetime
-) -> Processed:
-    """Record that the worker processed the order (``mark_processed_many`` for one)."""
-    outcomes = await mark_processed_many(uow, cache, reports={order_id: processed_at})
-    if order_id not in outcomes:
-        raise _not_found()
-    return outcomes[order_id]
-
-
 @retry_on_disconnect
 async def mark_processed_many(
     uow: OrdersUnitOfWork, cache: OrderCache, *, reports: Mapping[uuid.UUID, datetime]
