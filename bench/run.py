@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import redis
+from order_testing import free_port
 
 from bench import data, pipeline, scale
 from bench.common import ORDER, write_report
@@ -48,7 +49,6 @@ from bench.procs import api_workers, reference_app, started, warnings
 from bench.scenarios import Bench, Profile
 from bench.wrk import Request
 from order_common.db import asyncpg_dsn
-from order_common.testing import free_port
 from tests.stack import REDIS_URL, ROOT, running_stack
 
 # Far above any load here, yet an emission interval (10 µs) well above what a float holds at

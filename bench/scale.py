@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+from order_testing import free_port
 
 from auth_service.keys import load_signing_key
 from auth_service.settings import Settings as AuthSettings
@@ -25,7 +26,6 @@ from bench.procs import orders_api, started
 from bench.scenarios import Bench, flush_prefix
 from bench.wrk import Request
 from order_common.jwt import ALGORITHM
-from order_common.testing import free_port
 
 READERS = 200  # filler users whose tokens the readers hold
 

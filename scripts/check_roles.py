@@ -30,13 +30,14 @@ EXTRA_MODULES = {
         "http",
         "http_errors",
         "http_metrics",
+        "http_tracing",
         "health",
         "jwt",
         "ratelimit",
         "serve",
         "body_limit",
     },
-    "bus": {"bus", "subscriber", "delivery", "redelivery", "dlq", "testing"},
+    "bus": {"bus", "subscriber", "delivery", "redelivery", "dlq"},
 }
 # What each member imports of order_common (its extras).
 MEMBER_EXTRAS = {

@@ -23,11 +23,11 @@ from typing import Any
 import aio_pika
 import httpx
 import redis
+from order_testing import free_port
 
 from order_common.bus import Topology, delete_exchanges, delete_subscription
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
-from order_common.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"

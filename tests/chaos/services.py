@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from order_common.testing import TcpProxy, free_port
+from order_testing import TcpProxy, free_port
+
 from tests.stack import DataServices
 
 

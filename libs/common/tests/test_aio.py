@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from order_testing import AMQP_URL, free_port
+
 from order_common.aio import CONNECT_RETRY, RetryPolicy, connect_with_retry
 from order_common.bus import connect_retrying
-from order_common.testing import AMQP_URL, free_port
 
 
 def test_back_off_doubles_from_half_a_second_up_to_its_cap() -> None:

@@ -18,6 +18,16 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from order_testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    eventually,
+    new_order_event,
+    run_id,
+    run_topology,
+)
+from order_testing import queue_count as counter
 
 from order_common.aio import RetryPolicy
 from order_common.bus import (
@@ -39,16 +49,6 @@ from order_common.dlq import adopt_unrouted, amqp_url_from_env, count_messages, 
 from order_common.events import Envelope, EventType, OrderStatusChanged, envelope, parse_envelope
 from order_common.orders import OrderStatus
 from order_common.subscriber import Subscriber
-from order_common.testing import (
-    AMQP_URL,
-    amqp_connection,
-    delete_topology,
-    eventually,
-    new_order_event,
-    run_id,
-    run_topology,
-)
-from order_common.testing import queue_count as counter
 
 SUBSCRIBER = "tester"
 

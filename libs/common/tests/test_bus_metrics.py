@@ -10,6 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from order_testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    new_order_event,
+    run_id,
+    run_topology,
+)
 from prometheus_client import REGISTRY
 
 from order_common.aio import RetryPolicy
@@ -22,14 +30,6 @@ from order_common.bus import (
 from order_common.delivery import Delivery, Handled
 from order_common.events import EventType
 from order_common.subscriber import Subscriber
-from order_common.testing import (
-    AMQP_URL,
-    amqp_connection,
-    delete_topology,
-    new_order_event,
-    run_id,
-    run_topology,
-)
 
 
 @pytest.fixture

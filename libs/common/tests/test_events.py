@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import order_testing as testing
 import pytest
 from pydantic import ValidationError
 
-from order_common import testing
 from order_common.events import (
     EventType,
     NewOrder,

@@ -4,11 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-
-from event_consumer.consumer import SUBSCRIBER
-from event_consumer.settings import Settings
-from order_common.events import EventType
-from order_common.testing import (
+from order_testing import (
     AMQP_URL,
     amqp_connection,
     delete_redis_keys,
@@ -16,6 +12,10 @@ from order_common.testing import (
     run_bus_settings,
     run_id,
 )
+
+from event_consumer.consumer import SUBSCRIBER
+from event_consumer.settings import Settings
+from order_common.events import EventType
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,20 @@ import json
 from typing import Any
 
 import aio_pika
+import order_testing as testing
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
+from order_testing import Check, new_order_event
 from prometheus_client import REGISTRY
 
 from event_consumer.consumer import SUBSCRIBER
 from event_consumer.settings import Settings
-from order_common import testing
-from order_common.testing import Check, new_order_event
 
 __all__ = ["celery_tasks", "consumers", "eventually", "handled", "new_order_event", "paused"]
 
 
 async def eventually(check: Check, timeout: float = 15.0) -> None:
-    """`order_common.testing.eventually`, with this suite's longer default timeout."""
+    """`order_testing.eventually`, with this suite's longer default timeout."""
     await testing.eventually(check, timeout)
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from aio_pika.abc import AbstractRobustConnection
+from order_testing import TcpProxy
 from pydantic import SecretStr
 
 from event_consumer.main import run
 from event_consumer.settings import Settings
 from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
 from order_common.dlq import count_messages
-from order_common.testing import TcpProxy
 
 from .helpers import celery_tasks, consumers, eventually, new_order_event, paused
 

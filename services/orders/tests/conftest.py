@@ -21,6 +21,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from order_testing import (
+    AMQP_URL,
+    amqp_connection,
+    delete_topology,
+    run_bus_settings,
+    run_id,
+)
 from redis import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -29,13 +36,6 @@ from sqlalchemy.pool import NullPool
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
-from order_common.testing import (
-    AMQP_URL,
-    amqp_connection,
-    delete_topology,
-    run_bus_settings,
-    run_id,
-)
 from orders_service import events
 from orders_service.main import create_app
 from orders_service.order_processed import SUBSCRIBER

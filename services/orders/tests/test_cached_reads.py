@@ -16,9 +16,8 @@ import httpx
 import jsonschema
 import pytest
 from fastapi import FastAPI
+from order_testing import free_port
 from redis import Redis
-
-from order_common.testing import free_port
 
 from .conftest import VALID_ORDER, User
 

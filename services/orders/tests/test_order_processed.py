@@ -13,6 +13,7 @@ from typing import Any
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 from httpx import AsyncClient
+from order_testing import TcpProxy, eventually
 from prometheus_client import REGISTRY
 from redis import Redis
 from sqlalchemy import event, text
@@ -27,7 +28,6 @@ from order_common.bus import (
 )
 from order_common.dlq import count_messages, peek
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
-from order_common.testing import TcpProxy, eventually
 from orders_service import service
 from orders_service.events import EventsProcess
 from orders_service.order_processed import SUBSCRIBER

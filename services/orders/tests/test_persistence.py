@@ -9,12 +9,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi import FastAPI
+from order_testing import eventually
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from order_common.db import asyncpg_dsn
-from order_common.testing import eventually
 from orders_service.models import Base
 from orders_service.notifier import OutboxNotifier
 from orders_service.repository import OUTBOX_CHANNEL, OutboxRepository

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from order_testing import eventually
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import declare_exchange
 from order_common.events import EventType
-from order_common.testing import eventually
 from orders_service.settings import Settings
 
 from .conftest import VALID_ORDER, User, running_relay

@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from order_testing import AMQP_URL, eventually, free_port, new_order_event
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,7 +24,6 @@ from order_common.bus import connect, declare_exchange, publish_envelope
 from order_common.db import build_session_factory
 from order_common.dlq import count_messages
 from order_common.events import EventType
-from order_common.testing import AMQP_URL, eventually, free_port, new_order_event
 from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork

@@ -7,13 +7,13 @@ import uuid
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from order_testing import new_order_event
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.db import build_session_factory
 from order_common.events import Envelope, NewOrder
-from order_common.testing import new_order_event
 from orders_service.relay import measure_backlog
 from orders_service.uow import OrdersUnitOfWork
 

@@ -4,16 +4,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
-
-from order_common.bus import QUORUM_QUEUE_ARGUMENTS, declare_exchange, delete_exchanges
-from order_common.events import EventType
-from order_common.testing import (
+from order_testing import (
     AMQP_URL,
     amqp_connection,
     delete_redis_keys,
     run_bus_settings,
     run_id,
 )
+
+from order_common.bus import QUORUM_QUEUE_ARGUMENTS, declare_exchange, delete_exchanges
+from order_common.events import EventType
 from order_worker.settings import Settings
 
 

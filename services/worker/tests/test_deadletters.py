@@ -11,11 +11,11 @@ import uuid
 from pathlib import Path
 
 from aio_pika.abc import AbstractQueue
+from order_testing import TcpProxy
 from pydantic import SecretStr
 
 from order_common.events import parse_envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.testing import TcpProxy
 from order_worker import deadletters
 from order_worker.app import create_celery
 from order_worker.settings import Settings

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from order_testing import TcpProxy, eventually
 from pydantic import SecretStr
 
 from order_common.bus import declare_exchange, delete_exchanges
 from order_common.dlq import count_messages
 from order_common.events import EventType, OrderProcessed, envelope, parse_envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.testing import TcpProxy, eventually
 from order_worker.app import OrderWorkerApp, create_celery
 from order_worker.publisher import BusPublisher
 from order_worker.settings import Settings

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractQueue
+from order_testing import TcpProxy, free_port
 
 from order_common.events import parse_envelope
 from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
-from order_common.testing import TcpProxy, free_port
 from order_worker.app import create_celery
 from order_worker.settings import Settings
 

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_common.body_limit import BodyLimitMiddleware
 from order_common.http_metrics import SLASH_TWIN, MetricsMiddleware
+from order_common.http_tracing import instrument_app
 from order_common.logging import request_id_var
 from order_common.settings import ApiSettings
-from order_common.telemetry import instrument_app
 
 REQUEST_ID_HEADER = "X-Request-ID"
 

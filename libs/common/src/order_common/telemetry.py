@@ -10,8 +10,9 @@ unset: parent-based, ratio ``OTEL_TRACES_SAMPLER_ARG`` or 1), ``OTEL_PROPAGATORS
 ``OTEL_BSP_*`` work as the specification says. Without an exporter no span is recorded (they
 cost next to nothing) but every one still has its ids.
 
-Without an exporter the request path builds no span at all: ``instrument_app`` installs
-``TraceIdMiddleware`` (ids only) instead of the OpenTelemetry ASGI middleware, and Redis,
+Without an exporter the request path builds no span at all:
+``order_common.http_tracing.instrument_app`` installs ``TraceIdMiddleware`` (ids only) instead
+of the OpenTelemetry ASGI middleware, and Redis,
 SQLAlchemy and httpx are left uninstrumented (``exporting()``). With one, libraries traced:
 FastAPI (``instrument_app``), SQLAlchemy (each engine built by
 ``order_common.db.build_engine``; the asyncpg driver is not traced as well, which would
@@ -38,8 +39,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ __all__ = [
     "extract_context",
     "has_trace_context",
     "inject_headers",
-    "instrument_app",
     "instrument_celery",
     "instrument_redis",
     "setup_telemetry",
@@ -223,56 +222,6 @@ def shutdown_telemetry() -> None:
     provider = _provider
     if provider is not None:
         provider.shutdown()
-
-
-def instrument_app(app: FastAPI) -> None:
-    """The server span of each request: OpenTelemetry's FastAPI instrumentation when spans are
-    exported, else only the trace ids (``TraceIdMiddleware``)."""
-    if not exporting():
-        app.add_middleware(TraceIdMiddleware)
-        return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"]
-    )
-
-
-_UNTRACED_PATHS = frozenset(
-    f"/{name}{slash}" for name in UNTRACED_URLS.split(",") for slash in ("", "/")
-)
-_CONTEXT_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
-
-
-class TraceIdMiddleware:
-    """What a request needs from tracing when nothing exports spans: a trace context, so its
-    log lines carry a ``trace_id`` and the outbox row it writes carries the context to the
-    relay, consumer and worker. The caller's ``traceparent`` is continued, else a trace
-    starts; the span is an unsampled one (no attributes, no processors, no export), made by
-    the provider's ALWAYS_OFF sampler, and nothing wraps ``receive`` or ``send``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._tracer = tracer()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTRACED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        carrier: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            header = _CONTEXT_HEADERS.get(name)
-            if header is not None:
-                carrier[header] = value.decode("latin-1")
-        # No traceparent: the current context (empty under a server; an in-process caller's
-        # span in tests), so a new trace starts unless one is already under way.
-        parent = propagate.extract(carrier) if carrier else otel_context.get_current()
-        span = self._tracer.start_span("request", context=parent, kind=SpanKind.SERVER)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            otel_context.detach(token)
 
 
 def instrument_celery() -> None:
