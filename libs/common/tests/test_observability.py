@@ -430,3 +430,14 @@ def test_an_outage_warning_is_said_once_a_while_with_how_many_were_held_back(
         ("another message", 0),
         ("cache unavailable: refused", 99),
     ]
+
+
+def test_an_exemplar_names_only_a_sampled_trace() -> None:
+    sampled = SpanContext(TRACE_ID, SPAN_ID, is_remote=False, trace_flags=TraceFlags(1))
+    unsampled = SpanContext(TRACE_ID, SPAN_ID, is_remote=False, trace_flags=TraceFlags(0))
+    with trace.use_span(NonRecordingSpan(sampled)):
+        assert telemetry.exemplar() == {"trace_id": f"{TRACE_ID:032x}"}
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        assert telemetry.exemplar() is None
+        assert telemetry.current_trace_ids() is not None  # the logs keep the id
+    assert telemetry.exemplar() is None

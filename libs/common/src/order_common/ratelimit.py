@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # optional: a key to GET when the request is allowed. ARGV: period and emission interval, in
 # whole microseconds (the interval at least 1). Integers stay exact in Lua's doubles up to
 # 2^53 (now is ~1.8e15 us): a sub-millisecond interval is never lost to rounding.
+# The state lives until its arrival time has passed, and at least a second: a past arrival time
+# counts as now, so keeping it longer changes nothing, while a limit with a sub-millisecond
+# interval would otherwise write keys that expire before the next request reads them.
 # Returns {1, 0, value-or-false} when allowed, {0, us until allowed} when refused.
 _GCRA = """
 local now_parts = redis.call('TIME')
@@ -50,7 +53,7 @@ if allowed_at > now then
   return {0, allowed_at - now}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',
-           math.max(1, math.ceil((new_tat - now) / 1000)))
+           math.max(1000, math.ceil((new_tat - now) / 1000)))
 if KEYS[2] then
   return {1, 0, redis.call('GET', KEYS[2])}
 end

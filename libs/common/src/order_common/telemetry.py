@@ -348,9 +348,12 @@ def messaging_attributes(
 
 
 def exemplar() -> dict[str, str] | None:
-    """The exemplar labels for an observation made now: the current trace id."""
-    ids = current_trace_ids()
-    return {"trace_id": ids[0]} if ids else None
+    """The exemplar labels for an observation made now: the current trace id, when that trace
+    is sampled (an unsampled one is exported nowhere: its exemplar would link to nothing)."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return {"trace_id": format(span_context.trace_id, "032x")}
 
 
 @contextlib.contextmanager
