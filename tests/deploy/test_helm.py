@@ -217,6 +217,19 @@ def test_jwt_key_is_a_mounted_secret_file(rendered: dict[str, list[dict]]) -> No
             )
 
 
+def test_a_key_ring_mounts_every_key_of_the_secret_as_a_directory() -> None:
+    objects = support.render({"jwt": {"existingSecret": "shop-jwt-keys", "keyRing": True}})
+    auth = named(objects, "Deployment", f"{FULL}-auth")
+    config = named(objects, "ConfigMap", f"{FULL}-auth")["data"]
+    mount = next(m for m in pod_spec(auth)["containers"][0]["volumeMounts"] if m["name"] == "jwt")
+    volume = next(v for v in pod_spec(auth)["volumes"] if v["name"] == "jwt")
+    # The whole Secret (no items, no subPath, so updates reach the pod) at the key path.
+    assert volume["secret"]["secretName"] == "shop-jwt-keys"
+    assert "items" not in volume["secret"]
+    assert "subPath" not in mount
+    assert config["AUTH_JWT_PRIVATE_KEY_PATH"] == mount["mountPath"]
+
+
 def test_existing_secrets_replace_the_generated_ones(rendered: dict[str, list[dict]]) -> None:
     objects = rendered["production"]
     assert not by_kind(objects, "Secret"), "production values name existing Secrets"
