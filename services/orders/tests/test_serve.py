@@ -8,8 +8,11 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -41,12 +44,52 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with _serving(database_url, tmp_path, {}) as answer:
+        yield answer
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served_exporting(
+    database_url: str, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``served``, exporting its spans (to a sink): exemplars name only exported traces."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=sink.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    try:
+        with _serving(database_url, tmp_path, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}) as answer:
+            yield answer
+    finally:
+        sink.shutdown()
+        sink.server_close()
+
+
+@contextmanager
+def _serving(
+    database_url: str, tmp_path: Path, extra: dict[str, str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = _free_port()
     env = {
         **os.environ,
         "ORDERS_DATABASE_URL": database_url,
         "ORDERS_WORKERS": "2",
         "ORDERS_ENVIRONMENT": "test",
+        **extra,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (tmp_path / "serve.log").open("wb")
@@ -103,9 +146,9 @@ def test_serve_runs_the_configured_workers_and_metrics_add_them_up(
 
 
 def test_every_worker_shows_the_latency_exemplars_of_any_worker(
-    served: tuple[str, subprocess.Popen[bytes]],
+    served_exporting: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
-    base, _ = served
+    base, _ = served_exporting
     # One keep-alive connection: all of these reach the same worker.
     with httpx.Client(base_url=base) as client:
         for _ in range(10):
