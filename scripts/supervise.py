@@ -7,7 +7,8 @@ restart policy Kubernetes applies to a pod's containers: at once when it had bee
 of 503s), then after a back-off that doubles with each further quick failure
 (``--backoff-initial`` up to ``--backoff-max``), so a crash loop does not spin.
 SIGINT (Ctrl-C) or SIGTERM stops everything: each process gets SIGTERM, has ``--grace``
-seconds to finish its in-flight work, and is then killed with its whole process group. A second Ctrl-C kills at once.
+seconds to finish its in-flight work, and is then killed with its whole process group.
+A second Ctrl-C kills at once.
 
 Output is prefixed per process as honcho does (``08:01:02 worker.1 | ...``), so logs read the
 same. ``--status-file`` keeps a JSON map of each process's pid and restart count (the chaos
