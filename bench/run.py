@@ -302,7 +302,72 @@ def _print_probes(sustained: dict[str, Any]) -> None:
         )
 
 
-def run(profile: Profile, workdir: Path) -> dict[str, Any]:
+def _pipeline(r: Run, bench: Bench, profile: Profile, backlog: pipeline.Backlog) -> None:
+    """The highest rate the pipeline keeps up with, then the latency at a steady rate."""
+    stack = bench.stack
+    body = json.dumps(ORDER)
+    posts = [Request("POST", "/orders/", u.token, body) for u in bench.users]
+
+    def post_at(rate: float, seconds: float) -> Any:
+        connections = int(min(256, max(8, rate // 2)))
+        return bench.load(
+            stack.base_url, posts, rate=rate, connections=connections, seconds=seconds
+        )
+
+    r.phase("pipeline: highest sustained rate")
+    sustained = r.attempt(
+        "pipeline: highest sustained rate",
+        lambda: pipeline.highest_sustained(
+            post_at,
+            backlog,
+            profile.pipeline_rates,
+            profile.pipeline_probe_seconds,
+            profile.pipeline_confirm_seconds,
+        ),
+    )
+    if sustained is not None:
+        r.pipe["sustained"] = sustained
+        _print_probes(sustained)
+    r.phase(f"pipeline: POST -> processed_at at {profile.latency_rate:g} orders/s")
+    latency = r.attempt(
+        "pipeline: latency",
+        lambda: asyncio.run(
+            pipeline.measure(stack, profile.latency_rate, profile.latency_seconds, 60)
+        ),
+    )
+    if latency is not None:
+        r.pipe["latency"] = latency
+        print(f"  POST -> processed_at: {latency['processed']}", flush=True)
+
+
+def _scale(r: Run, bench: Bench, profile: Profile, template: str, resources: ExitStack) -> None:
+    """The read scenarios over bulk-loaded tables of each size, against the smallest."""
+    r.phase("scale: bulk-loading the tables")
+
+    def prepare(rows: int) -> scale.Table | None:
+        table: scale.Table | None = r.attempt(
+            f"scale: {rows:,} rows", lambda: scale.prepare(bench, rows, template, resources)
+        )
+        return table
+
+    tables = [prepare(rows) for rows in profile.scale_rows]
+    small, bigs = tables[0], tables[1:]
+    r.phase("scale: read scenarios")
+    for big in bigs:
+        if small is None or big is None:
+            continue
+
+        def compare(big: scale.Table = big) -> None:
+            with scale.serving(bench, small, big):
+                r.keep(scale.comparisons(bench, small, big))
+
+        r.attempt(f"scale: {big.label}", compare)
+
+
+PARTS = ("api", "storm", "pipeline", "scale")
+
+
+def run(profile: Profile, workdir: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     r = Run()
     workers = 0
     rss: list[dict[str, Any]] = []
@@ -378,70 +443,22 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
         r.phase("warm-up")
         r.attempt("warm-up", bench.warm_up)
         r.attempt("drain", drained)
-        r.phase("scenarios (median of per-round ratios):")
-        for where, targets_ in (("direct", bench.direct), ("gateway", bench.gateway)):
-            r.keep(bench.api_scenarios(where, targets_, drained))
+        if "api" in parts:
+            r.phase("scenarios (median of per-round ratios):")
+            for where, targets_ in (("direct", bench.direct), ("gateway", bench.gateway)):
+                r.keep(bench.api_scenarios(where, targets_, drained))
         cached = r.results.get("GET /orders/{id}/ cached, gateway")
         capacity = cached.median_of(SCENARIO, throughput) if cached else None
-        r.keep([lambda: bench.login_storm(capacity)])
+        if "storm" in parts:
+            r.phase("login storm")
+            r.keep([lambda: bench.login_storm(capacity)])
         references.close()
 
-        # The pipeline: the highest rate it keeps up with, then the latency at a steady rate.
         r.attempt("drain", drained)
-        body = json.dumps(ORDER)
-        posts = [Request("POST", "/orders/", u.token, body) for u in bench.users]
-
-        def post_at(rate: float, seconds: float) -> Any:
-            connections = int(min(256, max(8, rate // 2)))
-            return bench.load(
-                stack.base_url, posts, rate=rate, connections=connections, seconds=seconds
-            )
-
-        r.phase("pipeline: highest sustained rate")
-        sustained = r.attempt(
-            "pipeline: highest sustained rate",
-            lambda: pipeline.highest_sustained(
-                post_at,
-                backlog,
-                profile.pipeline_rates,
-                profile.pipeline_probe_seconds,
-                profile.pipeline_confirm_seconds,
-            ),
-        )
-        if sustained is not None:
-            r.pipe["sustained"] = sustained
-            _print_probes(sustained)
-        r.phase(f"pipeline: POST -> processed_at at {profile.latency_rate:g} orders/s")
-        latency = r.attempt(
-            "pipeline: latency",
-            lambda: asyncio.run(
-                pipeline.measure(stack, profile.latency_rate, profile.latency_seconds, 60)
-            ),
-        )
-        if latency is not None:
-            r.pipe["latency"] = latency
-            print(f"  POST -> processed_at: {latency['processed']}", flush=True)
-
-        r.phase("scale: bulk-loading the tables")
-
-        def prepare(rows: int) -> scale.Table | None:
-            table: scale.Table | None = r.attempt(
-                f"scale: {rows:,} rows", lambda: scale.prepare(bench, rows, template, resources)
-            )
-            return table
-
-        tables = [prepare(rows) for rows in profile.scale_rows]
-        small, bigs = tables[0], tables[1:]
-        r.phase("scale: read scenarios")
-        for big in bigs:
-            if small is None or big is None:
-                continue
-
-            def compare(big: scale.Table = big) -> None:
-                with scale.serving(bench, small, big):
-                    r.keep(scale.comparisons(bench, small, big))
-
-            r.attempt(f"scale: {big.label}", compare)
+        if "pipeline" in parts:
+            _pipeline(r, bench, profile, backlog)
+        if "scale" in parts:
+            _scale(r, bench, profile, template, resources)
 
         r.phase("memory")
         rss = bench.memory()
@@ -449,8 +466,11 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
     r.phase("")
 
     measured = targets(r.results, r.pipe, rss)
+    if parts != PARTS:  # a partial run: only the targets of the parts it ran
+        measured = [t for t in measured if t.measured is not None]
     return {
         "profile": asdict(profile),
+        "parts": list(parts),
         "machine": {
             "cpus": os.cpu_count(),
             "load_average": os.getloadavg(),
@@ -477,6 +497,13 @@ def main() -> None:
     mode.add_argument("--full", action="store_true", help="adds the 10M-row table")
     parser.add_argument("--seconds", type=float, help="one wrk run (default: the profile's)")
     parser.add_argument("--rounds", type=int, help="A B rounds per scenario")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable): a partial run, to measure one change quickly; "
+        "docs/performance.md quotes whole runs only",
+    )
     args = parser.parse_args()
 
     profile = PROFILES["quick" if args.quick else "full" if args.full else "default"]
@@ -487,7 +514,7 @@ def main() -> None:
 
     started_at = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        report = run(profile, Path(tmp))
+        report = run(profile, Path(tmp), tuple(args.only) if args.only else PARTS)
         comparisons: dict[str, Comparison] = report.pop("_comparisons")
         measured: list[Target] = report.pop("_targets")
         problems = invalid(comparisons, report["pipeline"], measured, report["errors"])

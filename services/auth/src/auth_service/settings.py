@@ -46,6 +46,13 @@ class Settings(ApiSettings):
     password_hash_concurrency: int = Field(
         default=4, ge=1, description="hashes computed at once per process (each holds its memory)"
     )
+    password_hash_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much lower the CPU priority of the hashing threads is than the "
+        "request handling's (Linux nice), so a login storm does not slow other answers; 0 keeps it",
+    )
 
     rate_limit_token_ip: str = Field(
         default="600/minute",
