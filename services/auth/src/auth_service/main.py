@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     account_failures=settings.login_guard_account_failures,
                     account_window_seconds=settings.login_guard_account_window_seconds,
                     forget_seconds=settings.login_guard_forget_seconds,
+                    pair_in_flight=settings.login_guard_pair_in_flight,
                 ),
                 key_prefix=settings.redis_key_prefix,
                 enabled=settings.login_guard_enabled and settings.rate_limit_enabled,

@@ -95,6 +95,12 @@ class Settings(ApiSettings):
     login_guard_account_window_seconds: int = Field(
         default=900, ge=1, description="window of the per-account failure count"
     )
+    login_guard_pair_in_flight: int = Field(
+        default=10,
+        ge=1,
+        description="logins of one account from one IP checked at once; more wait a second "
+        "(429), so parallel guesses cannot outrun the failure count",
+    )
     login_guard_forget_seconds: int = Field(
         default=3600,
         ge=1,
