@@ -1,4 +1,5 @@
-"""`new_order` → one Celery `process_order` task per event id.
+"""`new_order` → Celery tasks: one `process_orders` task per batch of event ids (or one
+`process_order` task per event id with ``CONSUMER_TASK_BATCH_SIZE=1``).
 
 De-duplication is a Redis key per event id: claimed (SET NX, short TTL) before the task is
 sent and marked sent (long TTL) after, so a redelivered or replayed event sends nothing, two
@@ -6,7 +7,8 @@ copies handled at once send one task, and a crash between sending and marking se
 rather than losing the order (the worker is idempotent for that case).
 
 The events in hand (up to the prefetch) are handled as one batch: one pipelined round trip
-claims every event id, one thread hop sends the tasks, one round trip marks them sent, and the
+claims every event id, one thread hop sends the tasks (one per ``task_batch_size`` orders, so the
+worker pays a task's own cost once per batch), one round trip marks them sent, and the
 subscriber acks them at once."""
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from event_consumer.settings import Settings
 from order_common.delivery import Delivery, Handled, Outcome
 from order_common.events import NewOrder
 from order_common.outages import is_dependency_outage
-from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_common.tasks import (
+    PROCESS_ORDER_TASK,
+    PROCESS_ORDERS_TASK,
+    BatchedOrder,
+    ProcessOrder,
+    ProcessOrders,
+)
 from order_common.telemetry import (
     SpanKind,
     current_span,
@@ -198,26 +206,44 @@ class NewOrderHandler:
     def _send_all(
         self, sends: Sequence[tuple[dict[str, Any], dict[str, str]]]
     ) -> list[BaseException | None]:
+        """One task per ``task_batch_size`` orders (each order with its trace's headers), or
+        one ``process_order`` per order when that size is 1. What each order's send raised."""
+        size = self._settings.task_batch_size
+        chunks = [sends[start : start + size] for start in range(0, len(sends), size)]
         failures: list[BaseException | None] = []
         outage: BaseException | None = None
-        for kwargs, headers in sends:
+        for chunk in chunks:
             if outage is not None:  # the broker is away: the rest would only wait to fail
-                failures.append(outage)
+                failures += [outage] * len(chunk)
                 continue
             try:
-                self._celery.send_task(
-                    PROCESS_ORDER_TASK,
-                    kwargs=kwargs,
-                    queue=self._settings.celery_queue,
-                    headers=headers,
-                )
+                self._send_chunk(chunk)
             except Exception as exc:
-                failures.append(exc)
+                failures += [exc] * len(chunk)
                 if is_dependency_outage(exc):
                     outage = exc
             else:
-                failures.append(None)
+                failures += [None] * len(chunk)
         return failures
+
+    def _send_chunk(self, chunk: Sequence[tuple[dict[str, Any], dict[str, str]]]) -> None:
+        if self._settings.task_batch_size == 1:
+            [(kwargs, headers)] = chunk
+            self._celery.send_task(
+                PROCESS_ORDER_TASK,
+                kwargs=kwargs,
+                queue=self._settings.celery_queue,
+                headers=headers,
+            )
+            return
+        batch = ProcessOrders(
+            orders=[BatchedOrder(**kwargs, trace=headers) for kwargs, headers in chunk]
+        )
+        self._celery.send_task(
+            PROCESS_ORDERS_TASK,
+            kwargs=batch.model_dump(mode="json"),
+            queue=self._settings.celery_queue,
+        )
 
 
 def _extra(delivery: Delivery) -> dict[str, str]:
