@@ -94,7 +94,7 @@ class NewOrderHandler:
         for index, delivery in enumerate(deliveries):
             order = delivery.envelope.data
             assert isinstance(order, NewOrder)
-            logger.info("new_order received order_id=%s", order.order_id, extra=_extra(delivery))
+            _log(delivery, "new_order received order_id=%s")
             first.setdefault(delivery.envelope.event_id, index)
         event_ids = list(first)
         keys = [self._key(event_id) for event_id in event_ids]
@@ -113,11 +113,7 @@ class NewOrderHandler:
         for event_id, value in current.items():
             delivery = deliveries[first[event_id]]
             if value == _SENT:
-                logger.info(
-                    "duplicate new_order skipped order_id=%s",
-                    delivery.envelope.data.order_id,
-                    extra=_extra(delivery),
-                )
+                _log(delivery, "duplicate new_order skipped order_id=%s")
                 outcome_of[event_id] = Handled.DUPLICATE
             else:
                 outcome_of[event_id] = EventInFlight(
@@ -135,11 +131,7 @@ class NewOrderHandler:
             for event_id, failure in zip(to_send, failures, strict=True):
                 delivery = deliveries[first[event_id]]
                 if failure is None:
-                    logger.info(
-                        "process_order sent order_id=%s",
-                        delivery.envelope.data.order_id,
-                        extra=_extra(delivery),
-                    )
+                    _log(delivery, "process_order sent order_id=%s")
                     outcome_of[event_id] = Handled.OK
                 else:
                     outcome_of[event_id] = failure
@@ -244,6 +236,13 @@ class NewOrderHandler:
             kwargs=batch.model_dump(mode="json"),
             queue=self._settings.celery_queue,
         )
+
+
+def _log(delivery: Delivery, message: str) -> None:
+    """An INFO line about the delivery's order, in the order's trace: a batch is handled in
+    the context of its first delivery."""
+    with use_span(delivery.span or current_span(), end_on_exit=False):
+        logger.info(message, delivery.envelope.data.order_id, extra=_extra(delivery))
 
 
 def _extra(delivery: Delivery) -> dict[str, str]:

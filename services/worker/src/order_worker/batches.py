@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, use_span
 from redis import Redis
 
 from order_common.events import Envelope, EventType, OrderProcessed, envelope
@@ -86,12 +86,12 @@ def _process(
 ) -> dict[str, int]:
     outcomes: list[Outcome | None] = [Outcome.load(raw) for raw in redis.mget(keys)]
     counts = {"processed": 0, "reported": 0, "skipped": 0}
-    for order, outcome in zip(orders, outcomes, strict=True):
+    for index, outcome in enumerate(outcomes):
         if outcome is not None and outcome.reported:
-            logger.info("order %s already processed; skipping", order.order_id, extra=_extra(order))
+            _log(spans[index], "order %s already processed; skipping", orders[index])
     new = [index for index, outcome in enumerate(outcomes) if outcome is None]
     for index in new:
-        logger.info("processing order %s", orders[index].order_id, extra=_extra(orders[index]))
+        _log(spans[index], "processing order %s", orders[index])
     _run_steps(len(new), delay_seconds)
     if new:
         fresh = {i: Outcome(processed_at=datetime.now(UTC), report_id=uuid.uuid4()) for i in new}
@@ -105,7 +105,7 @@ def _process(
         theirs = dict(zip(lost, redis.mget([keys[i] for i in lost]), strict=True)) if lost else {}
         for index, outcome in fresh.items():
             outcomes[index] = Outcome.load(theirs.get(index)) or outcome
-            logger.info("Order %s processed", orders[index].order_id, extra=_extra(orders[index]))
+            _log(spans[index], "Order %s processed", orders[index])
         counts["processed"] = len(new)
 
     unreported = [i for i, outcome in enumerate(outcomes) if outcome and not outcome.reported]
@@ -137,12 +137,13 @@ def _process(
     for index, failure in failed:
         outcome = outcomes[index]
         assert outcome is not None
-        logger.warning(
-            "order %s processed; reporting it failed, the report will be retried: %s",
-            orders[index].order_id,
-            f"{type(failure).__name__}: {failure}",
-            extra={**_extra(orders[index]), "report_id": str(outcome.report_id)},
-        )
+        with use_span(spans[index]):
+            logger.warning(
+                "order %s processed; reporting it failed, the report will be retried: %s",
+                orders[index].order_id,
+                f"{type(failure).__name__}: {failure}",
+                extra={**_extra(orders[index]), "report_id": str(outcome.report_id)},
+            )
         spans[index].record_exception(failure)
     if failed:
         transient = [f for _, f in failed if isinstance(f, TRANSIENT_ERRORS)]
@@ -167,6 +168,12 @@ def _run_steps(count: int, delay_seconds: float) -> None:
         return
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="order-step") as pool:
         list(pool.map(lambda _: time.sleep(delay_seconds), range(count)))
+
+
+def _log(span: Span, message: str, order: BatchedOrder) -> None:
+    """An INFO line about ``order``, in its own trace (as the one-order task's lines are)."""
+    with use_span(span):
+        logger.info(message, order.order_id, extra=_extra(order))
 
 
 def _extra(order: BatchedOrder) -> dict[str, str]:
