@@ -334,3 +334,14 @@ async def test_with_redis_down_the_route_answers_from_postgresql_and_logs_carry_
     for line in json_log:
         assert line["request_id"] == "down-1"
         assert line["trace_id"] == TRACE_ID  # the caller's trace, continued
+
+
+async def test_switched_off_every_get_goes_through_the_route(start_app: Any, user: User) -> None:
+    async with start_app(fast_get=False) as (app, client):
+        created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+        url = f"/orders/{created.json()['id']}/"
+        async with route_reads(app) as reads:
+            answers = [await client.get(url, headers=user.headers) for _ in range(2)]
+
+    assert [a.json() for a in answers] == [created.json()] * 2
+    assert len(reads) == 2

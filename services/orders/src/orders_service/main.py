@@ -71,7 +71,9 @@ def create_app(
         lifespan=lifespan,
         inner_middleware=[
             Middleware(CachedGetFastPath, route=documented_route(orders_router.routes, "get_order"))
-        ],
+        ]
+        if settings.fast_get
+        else [],
     )
 
 
