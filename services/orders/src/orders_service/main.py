@@ -38,7 +38,11 @@ def create_app(
                 stack.push_async_callback(http.aclose)
             else:
                 http = http_client
-            notifier = OutboxNotifier(asyncpg_dsn(settings.database_url.get_secret_value()))
+            notifier = OutboxNotifier(
+                asyncpg_dsn(settings.database_url.get_secret_value()),
+                connect_timeout=settings.db_connect_timeout_seconds,
+                command_timeout=settings.db_command_timeout_seconds,
+            )
             notifier.start()
             stack.push_async_callback(notifier.aclose)
             app.state.outbox_notifier = notifier

@@ -74,6 +74,13 @@ class Settings(ApiSettings, BusSettings):
         description="relay: outbox events claimed (FOR UPDATE SKIP LOCKED) and published "
         "per transaction",
     )
+    relay_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="relay: an outbox event that fails this many times on its own content (a "
+        "broker nack, a payload that is not a valid envelope) is dead-lettered "
+        "(`orders-service dlq`); failures caused by a broker outage are not counted",
+    )
     order_processed_batch_size: int = Field(
         default=64,
         ge=1,
