@@ -211,8 +211,9 @@ class NewOrderHandler:
     async def _send(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
         """Send the deliveries' orders (a task per batch, see ``_send_all``), all in one thread
         hop (send_task blocks on the broker), each order with its own trace's context: the
-        worker's span of the order continues the order's trace. (Celery's own instrumentation cannot: it only follows tasks it has
-        registered, and this process sends by name.) What each send raised, or None."""
+        worker's span of the order continues the order's trace. (Celery's own instrumentation
+        cannot: it only follows tasks it has registered, and this process sends by name.)
+        What each order's send raised, or None."""
         spans: list[Span] = []
         sends: list[tuple[dict[str, Any], dict[str, str]]] = []
         for delivery in deliveries:
