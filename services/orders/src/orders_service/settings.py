@@ -40,6 +40,13 @@ class Settings(ApiSettings, BusSettings):
         "the signing keys change; 0 turns it off",
     )
 
+    fast_get: bool = Field(
+        default=True,
+        description="answer a cached `GET /orders/{id}/` with a remembered token without the "
+        "framework (the same bytes and headers, one Redis round trip); false sends every "
+        "request through the routes",
+    )
+
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
     )
