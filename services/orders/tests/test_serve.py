@@ -157,7 +157,8 @@ def test_every_worker_parses_with_httptools_on_the_uvloop_event_loop(
         libraries = Path(f"/proc/{worker}/maps").read_text()
         if "multiprocessing.resource_tracker" in Path(f"/proc/{worker}/cmdline").read_text():
             continue
-        assert "/uvloop/" in libraries and "/httptools/" in libraries, worker
+        assert "/uvloop/" in libraries, worker
+        assert "/httptools/" in libraries, worker
 
 
 def test_every_worker_shows_the_latency_exemplars_of_any_worker(
