@@ -4,6 +4,7 @@ out with the first statement's turn, but as a message of its own)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
@@ -82,3 +84,52 @@ async def test_a_post_with_an_idempotency_key_claims_it_in_the_same_statement(
         "SELECT",
         "ROLLBACK",
     ]
+
+
+async def test_a_patch_is_the_locking_read_and_one_statement(
+    fresh: tuple[FastAPI, httpx.AsyncClient], user: User
+) -> None:
+    """The row lock, then the UPDATE and its outbox row in one statement (CTE)."""
+    app, client = fresh
+    created = await client.post("/orders/", json=VALID_ORDER, headers=user.headers)
+    path = f"/orders/{created.json()['id']}/"
+
+    with database_log(app) as log:
+        changed = await client.patch(path, json={"status": "PAID"}, headers=user.headers)
+    with database_log(app) as again:
+        unchanged = await client.patch(path, json={"status": "PAID"}, headers=user.headers)
+
+    assert (changed.status_code, unchanged.status_code) == (200, 200)
+    locking_read = "SELECT orders.id, orders.user_id, orders.items,"
+    assert log == ["BEGIN", locking_read, "WITH changed AS (UPDATE", "COMMIT"]
+    assert again == ["BEGIN", locking_read, "ROLLBACK"]  # the status it has: a no-op
+
+
+async def test_the_answers_built_from_what_was_written_are_the_stored_orders_byte_for_byte(
+    client: httpx.AsyncClient, app: FastAPI, redis_client: Redis, user: User
+) -> None:
+    """POST and PATCH answer without reading the row back: their bytes must be those of the
+    order as PostgreSQL holds it (a GET with the cache entry removed reads and serialises it)."""
+    body = {
+        "items": [
+            {"name": "  Café au lait ☕ ", "quantity": 3, "price": 2},
+            {"name": "Mouse", "quantity": 2, "price": "25.5"},
+        ],
+        "total_price": "57.0",
+    }
+    created = await client.post("/orders/", json=body, headers=user.headers)
+    path = f"/orders/{created.json()['id']}/"
+    changed = await client.patch(path, json={"status": "PAID"}, headers=user.headers)
+    assert (created.status_code, changed.status_code) == (201, 200)
+
+    redis_client.delete(app.state.cache.key(uuid.UUID(created.json()["id"])))
+    stored = await client.get(path, headers=user.headers)
+
+    assert stored.content == changed.content
+    as_created = json.loads(stored.content) | {"status": "PENDING"}
+    as_created["updated_at"] = as_created["created_at"]
+    assert (
+        created.content
+        == json.dumps(as_created, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert created.json()["items"][0] == {"name": "Café au lait ☕", "quantity": 3, "price": "2.00"}

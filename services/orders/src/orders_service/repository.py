@@ -10,11 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
-    Executable,
-    Text,
     Uuid,
-    bindparam,
-    cast,
     column,
     delete,
     func,
@@ -23,12 +19,14 @@ from sqlalchemy import (
     update,
     values,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from order_common.events import Envelope
+from order_common.orders import OrderRead, OrderStatus
 from order_common.telemetry import inject_headers
-from orders_service.models import Base, IdempotencyKey, Order, OutboxEvent
+from orders_service import statements
+from orders_service.models import IdempotencyKey, Order, OutboxEvent
 
 # Relays LISTEN here. The API NOTIFYs it after a commit that wrote outbox rows, outside the
 # transaction (orders_service.notifier).
@@ -42,16 +40,54 @@ class OrderRepository:
     async def insert_announced(
         self, order: Mapping[str, Any], event: Mapping[str, Any], claim: Mapping[str, Any] | None
     ) -> bool:
-        """INSERT the order and its outbox row (``OutboxRepository.row``) in one statement,
-        after claiming the idempotency key (``IdempotencyKeyRepository.claim``'s arguments)
-        when ``claim`` is given. False, and nothing written, when the key is already taken.
-        One round trip for what the ORM sent as two to four; the caller commits."""
+        """INSERT the order (its columns by name) and its outbox row (``OutboxRepository.row``)
+        in one statement, after claiming the idempotency key when ``claim`` is given (``key``,
+        ``request_hash``, ``status_code``, ``expires_at``; the row gets the order's id, owner and
+        ``created_at``). False, and nothing written, when the key is already taken. One round
+        trip for what the ORM sent as two or three; the caller commits."""
         params = {**order, **event}
         if claim is None:
-            await self.session.execute(_INSERT_ANNOUNCED, params)
+            await self.session.execute(statements.INSERT_ANNOUNCED, params)
             return True
-        result = await self.session.execute(_INSERT_ANNOUNCED_CLAIMED, {**params, **claim})
+        result = await self.session.execute(
+            statements.INSERT_ANNOUNCED_CLAIMED, {**params, **claim}
+        )
         return result.first() is not None
+
+    async def lock_owned(self, order_id: uuid.UUID, user_id: int) -> tuple[OrderRead, int] | None:
+        """The order if ``user_id`` owns it (as ``get_owned``), locked ``FOR UPDATE``: the order
+        the API answers and its row version; nothing enters the session."""
+        result = await self.session.execute(
+            statements.LOCK_OWNED, {"id": order_id, "user_id": user_id}
+        )
+        row = result.first()
+        return None if row is None else (OrderRead.model_validate(row), row.version)
+
+    async def update_status_announced(
+        self,
+        order_id: uuid.UUID,
+        *,
+        version: int,
+        status: OrderStatus,
+        updated_at: datetime,
+        event: Mapping[str, Any],
+    ) -> int:
+        """Set the status of the order at row ``version`` (locked by ``lock_owned``) and write
+        its outbox row (``OutboxRepository.row``), in one statement; the version is bumped as
+        the ORM would. Returns the new version."""
+        result = await self.session.execute(
+            statements.UPDATE_STATUS_ANNOUNCED,
+            {
+                "order_id": order_id,
+                "read_version": version,
+                "new_status": status,
+                "new_updated_at": updated_at,
+                **event,
+            },
+        )
+        if result.first() is None:  # as the ORM's version check: never, under the row lock
+            raise StaleDataError(f"order {order_id} is no longer at version {version}")
+        return version + 1
 
     async def lock_many(self, order_ids: Sequence[uuid.UUID]) -> Sequence[Order]:
         """The orders of ``order_ids`` that exist, locked ``FOR UPDATE`` in id order: two
@@ -81,13 +117,9 @@ class OrderRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def get_owned(
-        self, order_id: uuid.UUID, user_id: int, *, for_update: bool = False
-    ) -> Order | None:
+    async def get_owned(self, order_id: uuid.UUID, user_id: int) -> Order | None:
         """The order if ``user_id`` owns it: someone else's order is as absent as a missing one."""
         stmt = select(Order).where(Order.id == order_id, Order.user_id == user_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         result: Order | None = await self.session.scalar(stmt)
         return result
 
@@ -137,125 +169,9 @@ class OrderRepository:
         )
 
 
-def _param(col: Any, name: str | None = None) -> Any:
-    return bindparam(name or col.key, type_=col.type)
-
-
-def _json_param(name: str) -> Any:
-    # Bound as the JSON text itself (pydantic's dump_json, in Rust) and parsed by the server,
-    # instead of a dict that SQLAlchemy passes through json.dumps.
-    return cast(bindparam(name, type_=Text), JSONB)
-
-
-def _claim_key() -> Any:
-    """The upsert of ``IdempotencyKeyRepository.claim``: takes the key unless a live row has it
-    (a racing holder makes it wait for that transaction's outcome), returning a row when taken."""
-    table = Base.metadata.tables[IdempotencyKey.__tablename__]
-    keys = table.c
-    stmt = insert(table).values(
-        user_id=_param(keys.user_id, "user_id"),
-        key=_param(keys.key, "key"),
-        request_hash=_param(keys.request_hash),
-        order_id=_param(keys.order_id, "id"),
-        status_code=_param(keys.status_code),
-        created_at=_param(keys.created_at),
-        expires_at=_param(keys.expires_at),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[keys.user_id, keys.key],
-        set_={
-            name: stmt.excluded[name]
-            for name in ("request_hash", "order_id", "status_code", "created_at", "expires_at")
-        },
-        where=keys.expires_at <= _param(keys.created_at),
-    ).returning(keys.order_id)
-
-
-def _insert_announced(*, claimed: bool) -> Executable:
-    """``WITH [claim AS (upsert of the key),] new_order AS (INSERT INTO orders ... [FROM
-    claim]) INSERT INTO outbox_events ... FROM new_order``: the event only with its order, the
-    order only with its key. Built once; executed with the parameters by name."""
-    tables = Base.metadata.tables
-    orders, outbox = tables[Order.__tablename__], tables[OutboxEvent.__tablename__]
-    o = orders.c
-    order_values = [
-        _param(o.id),
-        _param(o.user_id),
-        _json_param("items"),
-        _param(o.total_price),
-        _param(o.status),
-        _param(o.version),
-        _param(o.created_at),
-        _param(o.updated_at),
-    ]
-    order_columns = ["id", "user_id", "items", "total_price", "status", "version"]
-    order_columns += ["created_at", "updated_at"]
-    source = select(*order_values)
-    if claimed:
-        source = source.select_from(_claim_key().cte("claim"))
-    new_order = (
-        insert(orders)
-        .from_select(order_columns, source, include_defaults=False)
-        .returning(o.id)
-        .cte("new_order")
-    )
-    e = outbox.c
-    event = select(
-        _param(e.id, "event_id"),
-        _param(e.event_type),
-        _json_param("payload"),
-        _json_param("headers"),
-        _param(e.created_at, "event_created_at"),
-    ).select_from(new_order)
-    stmt = insert(outbox).from_select(
-        ["id", "event_type", "payload", "headers", "created_at"], event, include_defaults=False
-    )
-    return stmt.returning(e.id) if claimed else stmt
-
-
-_INSERT_ANNOUNCED = _insert_announced(claimed=False)
-_INSERT_ANNOUNCED_CLAIMED = _insert_announced(claimed=True)
-
-
 class IdempotencyKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def claim(
-        self,
-        *,
-        user_id: int,
-        key: str,
-        request_hash: str,
-        order_id: uuid.UUID,
-        status_code: int,
-        now: datetime,
-        expires_at: datetime,
-    ) -> bool:
-        """Take ``key`` for a new order; False when it is already taken by a live row. A racing
-        transaction holding the same key makes this wait until it commits (then False) or rolls
-        back (then True). An expired row is taken over."""
-        stmt = insert(IdempotencyKey).values(
-            user_id=user_id,
-            key=key,
-            request_hash=request_hash,
-            order_id=order_id,
-            status_code=status_code,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
-            set_={
-                "request_hash": stmt.excluded.request_hash,
-                "order_id": stmt.excluded.order_id,
-                "status_code": stmt.excluded.status_code,
-                "created_at": stmt.excluded.created_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=IdempotencyKey.expires_at <= now,
-        ).returning(IdempotencyKey.order_id)
-        return (await self.session.execute(upsert)).first() is not None
 
     async def get(self, user_id: int, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (user_id, key))

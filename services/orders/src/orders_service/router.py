@@ -279,7 +279,8 @@ async def change_order_status(
     user: CurrentUser,
     uow: UoW,
     cache: Cache,
-) -> OrderRead:
-    return await service.change_status(
+) -> Response:
+    changed = await service.change_status(
         uow, cache, user_id=user.user_id, order_id=order_id, status=body.status
     )
+    return Response(changed, media_type="application/json")

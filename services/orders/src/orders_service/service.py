@@ -243,14 +243,18 @@ async def change_status(
     user_id: int,
     order_id: uuid.UUID,
     status: OrderStatus,
-) -> OrderRead:
+) -> bytes:
     """Move the order through the state machine. Setting the current status again changes
-    nothing; a move the machine forbids is a 409 naming the moves it allows."""
+    nothing; a move the machine forbids is a 409 naming the moves it allows. Returns the
+    order's body (``order_json``).
+
+    BEGIN, the locking read, one statement for the UPDATE and its outbox row, COMMIT."""
     async with uow:
         # The row lock serialises concurrent changes of one order: each sees the last status.
-        order = await uow.orders.get_owned(order_id, user_id, for_update=True)
-        if order is None:
+        locked = await uow.orders.lock_owned(order_id, user_id)
+        if locked is None:
             raise _not_found()
+        order, version = locked
         current = order.status
         try:
             changed = transition(current, status)
@@ -258,25 +262,27 @@ async def change_status(
             raise Conflict(str(exc)) from exc
         if changed:
             now = _now()
-            order.status = status
-            order.updated_at = now
-            await uow.outbox.add(
-                envelope(
-                    EventType.ORDER_STATUS_CHANGED,
-                    OrderStatusChanged(
-                        order_id=order.id,
-                        user_id=order.user_id,
-                        from_status=current,
-                        to_status=status,
-                        changed_at=now,
-                    ),
-                )
+            event = envelope(
+                EventType.ORDER_STATUS_CHANGED,
+                OrderStatusChanged(
+                    order_id=order.id,
+                    user_id=order.user_id,
+                    from_status=current,
+                    to_status=status,
+                    changed_at=now,
+                ),
+            )
+            version = await uow.orders.update_status_announced(
+                order.id,
+                version=version,
+                status=status,
+                updated_at=now,
+                event=uow.outbox.row(event),
             )
             await uow.commit()
+            order = order.model_copy(update={"status": status, "updated_at": now})
             STATUS_CHANGES.labels(from_status=current.value, to_status=status.value).inc()
-        result, version = _read(order), order.version
-    await cache.put(result, version)
-    return result
+    return await cache.put(order, version)
 
 
 @retry_on_disconnect
