@@ -335,6 +335,24 @@ def refined_rate(kept: list[float], failed: float, step: float = 25.0) -> float 
     return middle if best < middle < failed else None
 
 
+def print_probes(sustained: dict[str, Any]) -> None:
+    """One line per rate probed: what it achieved and whether the pipeline kept up."""
+    for probe in sustained["probes"] + sustained["confirms"]:
+        print(
+            f"  {probe['rate']:5.0f}/s for {probe['seconds']:.0f} s: achieved "
+            f"{probe['achieved_rps']:.0f}/s, backlog {probe['backlog_slope_per_s']:+.1f}/s "
+            f"(max {probe['backlog_max']}), failed {probe['failed']}: "
+            + (
+                "sustained"
+                if probe["sustained"]
+                else "kept up with fewer POSTs than asked"
+                if probe["keeps_up"]
+                else "falls behind"
+            ),
+            flush=True,
+        )
+
+
 def highest_sustained(
     load: Callable[[float, float], Any],
     backlog: Backlog,

@@ -41,12 +41,12 @@ from bench.compare import (
     Comparison,
     Target,
     comparison_table,
-    median,
     table,
     throughput,
 )
 from bench.procs import api_workers, reference_app, started, warnings
 from bench.scenarios import Bench, Profile
+from bench.verdict import fallbacks, invalid, targets
 from bench.wrk import Request
 from order_common.db import asyncpg_dsn
 from tests.stack import REDIS_URL, ROOT, running_stack
@@ -56,7 +56,6 @@ from tests.stack import REDIS_URL, ROOT, running_stack
 # came out as 0 ms, every check failed open with a warning, and the cache read sharing its
 # round trip failed with it (every "cached" GET went to PostgreSQL).
 UNLIMITED = "100000/second"
-REFERENCE = "reference app"
 # Raised for the bench only: a 429 would cut the load off and invalidate the scenario.
 BENCH_ENV = {
     "ORDERS_RATE_LIMIT_ORDERS": UNLIMITED,
@@ -97,135 +96,6 @@ PROFILES = {
 }
 
 
-def _rss_target(rows: list[dict[str, Any]]) -> Target:
-    # The reference app is the bench's, not the platform's: reported, not held to the target.
-    ours = [row for row in rows if row["group"] != REFERENCE]
-    top = ours[0] if ours else {"rss_mb": None, "command": ""}
-    return Target(
-        "Memory: largest RSS of a platform process after the run",
-        float(top["rss_mb"]) if top["rss_mb"] is not None else None,
-        150,
-        at_most=True,
-        unit=" MB",
-        detail=str(top["command"]),
-    )
-
-
-def targets(
-    results: dict[str, Comparison], pipe: dict[str, Any], rss: list[dict[str, Any]]
-) -> list[Target]:
-    def ratio(name: str, ref: str, text: str, threshold: float) -> Target:
-        c = results.get(name)
-        return Target(
-            text,
-            c.ratio(ref) if c else None,
-            threshold,
-            valid=bool(c and c.valid),
-            per_round=c.ratios(ref) if c else [],
-        )
-
-    def slowdown(name: str, text: str) -> Target:
-        # "within 1.5x": the big table may cost at most 1.5x the small one: the median of
-        # the per-round small / big throughputs.
-        c = results.get(name)
-        per_round = [1 / x for x in c.ratios(c.references[0]) if x] if c else []
-        value = median(per_round) if per_round else None
-        return Target(
-            text, value, 1.5, at_most=True, valid=bool(c and c.valid), per_round=per_round
-        )
-
-    out = [
-        ratio("GET /orders/{id}/ cached, gateway", "/redis", "Cached GET, gateway / `/redis`", 0.6),
-        ratio("GET /orders/{id}/ cached, direct", "/redis", "Cached GET, direct / `/redis`", 0.75),
-        ratio("POST /orders/, gateway", "/insert", "POST /orders/, gateway / `/insert`", 0.4),
-    ]
-    sustained = pipe.get("sustained", {})
-    detail = ""
-    if sustained.get("bounded_by_post"):
-        detail = f"bounded by POST /orders/: {sustained['asked_rate']:g}/s asked"
-    elif sustained.get("top_of_range"):
-        detail = "a lower bound: the top of the probed range"
-    out.append(
-        Target(
-            "Pipeline: highest sustained rate, delay 0",
-            sustained.get("sustained_rate"),
-            300,
-            unit=" orders/s",
-            # 0 is a figure (it kept up with none of the rates probed): a miss, not invalid.
-            valid=bool(sustained.get("probes")) and sustained.get("non_2xx", 1) == 0,
-            detail=detail,
-        )
-    )
-    latency = pipe.get("latency", {})
-    processed = latency.get("processed", {})
-    asked, placed = latency.get("asked_per_s", 0), latency.get("rate_per_s", 0)
-    out.append(
-        Target(
-            f"Pipeline: POST -> processed_at p99 at {asked:g} orders/s",
-            processed.get("p99_ms"),
-            250,
-            at_most=True,
-            unit=" ms",
-            valid=bool(processed.get("count"))
-            and latency.get("post_errors", 1) == 0
-            and latency.get("unprocessed", 1) == 0,
-            detail=f"the API answered {placed:.0f} POSTs/s: the rest is their queue"
-            if asked and placed < 0.95 * asked
-            else "",
-        )
-    )
-    storm = results.get("login storm: cached GET p99 (gateway)")
-    out.append(
-        Target(
-            "Login storm: cached GET p99 with / without",
-            storm.ratio("alone") if storm else None,
-            2,
-            at_most=True,
-            valid=bool(storm and storm.valid),
-            per_round=storm.ratios("alone") if storm else [],
-        )
-    )
-    for name in results:
-        # The targets' two read scenarios; the 100K-order user's list is reported beside them.
-        if name.startswith(("scale: cache-miss GET,", "scale: list first page,")):
-            out.append(slowdown(name, name.removeprefix("scale: ") + " (slowdown)"))
-    out.append(_rss_target(rss))
-    return out
-
-
-class Headroom:
-    """Waits, before a comparison, until the shared PostgreSQL server has connections to
-    spare: other stacks and test runs on the box come and go, and a run that starts while
-    they hold the last slots fails for them, not for us. Up to ``first`` seconds before a
-    first attempt and ``retry`` before a second, within ``budget`` seconds for the whole run
-    (so `make bench` stays within its time)."""
-
-    def __init__(
-        self, need: int = 8, first: float = 15, retry: float = 90, budget: float = 240
-    ) -> None:
-        self.need, self.first, self.retry, self.budget = need, first, retry, budget
-
-    def wait(self, *, retry: bool = False) -> tuple[float, int | None]:
-        start = time.monotonic()
-        limit = min(self.retry if retry else self.first, self.budget)
-        while True:
-            free = self.free()
-            waited = time.monotonic() - start
-            if (free is not None and free >= self.need) or waited >= limit:
-                self.budget -= waited
-                if waited >= 1:
-                    print(f"  waited {waited:.0f} s for free database connections", flush=True)
-                return waited, free
-            time.sleep(3)
-
-    @staticmethod
-    def free() -> int | None:
-        try:
-            return data.free_connections()
-        except Exception:  # the server has none left for us even to ask
-            return 0
-
-
 class Run:
     """What a run collected so far. A phase that raises is recorded as an error and the run
     goes on with the next one: an unattended run reports everything it could measure."""
@@ -238,7 +108,7 @@ class Run:
         self.phases: dict[str, float] = {}
         self._phase = ""
         self._phase_started = self.started
-        self.headroom = Headroom()
+        self.headroom = data.Headroom()
 
     def phase(self, text: str) -> None:
         now = time.monotonic()
@@ -285,24 +155,72 @@ class Run:
         return c
 
 
-def _print_probes(sustained: dict[str, Any]) -> None:
-    for probe in sustained["probes"] + sustained["confirms"]:
-        print(
-            f"  {probe['rate']:5.0f}/s for {probe['seconds']:.0f} s: achieved "
-            f"{probe['achieved_rps']:.0f}/s, backlog {probe['backlog_slope_per_s']:+.1f}/s "
-            f"(max {probe['backlog_max']}), failed {probe['failed']}: "
-            + (
-                "sustained"
-                if probe["sustained"]
-                else "kept up with fewer POSTs than asked"
-                if probe["keeps_up"]
-                else "falls behind"
-            ),
-            flush=True,
+def _pipeline(r: Run, bench: Bench, profile: Profile, backlog: pipeline.Backlog) -> None:
+    """The highest rate the pipeline keeps up with, then the latency at a steady rate."""
+    stack = bench.stack
+    body = json.dumps(ORDER)
+    posts = [Request("POST", "/orders/", u.token, body) for u in bench.users]
+
+    def post_at(rate: float, seconds: float) -> Any:
+        connections = int(min(256, max(8, rate // 2)))
+        return bench.load(
+            stack.base_url, posts, rate=rate, connections=connections, seconds=seconds
         )
 
+    r.phase("pipeline: highest sustained rate")
+    sustained = r.attempt(
+        "pipeline: highest sustained rate",
+        lambda: pipeline.highest_sustained(
+            post_at,
+            backlog,
+            profile.pipeline_rates,
+            profile.pipeline_probe_seconds,
+            profile.pipeline_confirm_seconds,
+        ),
+    )
+    if sustained is not None:
+        r.pipe["sustained"] = sustained
+        pipeline.print_probes(sustained)
+    r.phase(f"pipeline: POST -> processed_at at {profile.latency_rate:g} orders/s")
+    latency = r.attempt(
+        "pipeline: latency",
+        lambda: asyncio.run(
+            pipeline.measure(stack, profile.latency_rate, profile.latency_seconds, 60)
+        ),
+    )
+    if latency is not None:
+        r.pipe["latency"] = latency
+        print(f"  POST -> processed_at: {latency['processed']}", flush=True)
 
-def run(profile: Profile, workdir: Path) -> dict[str, Any]:
+
+def _scale(r: Run, bench: Bench, profile: Profile, template: str, resources: ExitStack) -> None:
+    """The read scenarios over bulk-loaded tables of each size, against the smallest."""
+    r.phase("scale: bulk-loading the tables")
+
+    def prepare(rows: int) -> scale.Table | None:
+        table: scale.Table | None = r.attempt(
+            f"scale: {rows:,} rows", lambda: scale.prepare(bench, rows, template, resources)
+        )
+        return table
+
+    tables = [prepare(rows) for rows in profile.scale_rows]
+    small, bigs = tables[0], tables[1:]
+    r.phase("scale: read scenarios")
+    for big in bigs:
+        if small is None or big is None:
+            continue
+
+        def compare(big: scale.Table = big) -> None:
+            with scale.serving(bench, small, big):
+                r.keep(scale.comparisons(bench, small, big))
+
+        r.attempt(f"scale: {big.label}", compare)
+
+
+PARTS = ("api", "storm", "pipeline", "scale")
+
+
+def run(profile: Profile, workdir: Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     r = Run()
     workers = 0
     rss: list[dict[str, Any]] = []
@@ -378,70 +296,22 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
         r.phase("warm-up")
         r.attempt("warm-up", bench.warm_up)
         r.attempt("drain", drained)
-        r.phase("scenarios (median of per-round ratios):")
-        for where, targets_ in (("direct", bench.direct), ("gateway", bench.gateway)):
-            r.keep(bench.api_scenarios(where, targets_, drained))
+        if "api" in parts:
+            r.phase("scenarios (median of per-round ratios):")
+            for where, targets_ in (("direct", bench.direct), ("gateway", bench.gateway)):
+                r.keep(bench.api_scenarios(where, targets_, drained))
         cached = r.results.get("GET /orders/{id}/ cached, gateway")
         capacity = cached.median_of(SCENARIO, throughput) if cached else None
-        r.keep([lambda: bench.login_storm(capacity)])
+        if "storm" in parts:
+            r.phase("login storm")
+            r.keep([lambda: bench.login_storm(capacity)])
         references.close()
 
-        # The pipeline: the highest rate it keeps up with, then the latency at a steady rate.
         r.attempt("drain", drained)
-        body = json.dumps(ORDER)
-        posts = [Request("POST", "/orders/", u.token, body) for u in bench.users]
-
-        def post_at(rate: float, seconds: float) -> Any:
-            connections = int(min(256, max(8, rate // 2)))
-            return bench.load(
-                stack.base_url, posts, rate=rate, connections=connections, seconds=seconds
-            )
-
-        r.phase("pipeline: highest sustained rate")
-        sustained = r.attempt(
-            "pipeline: highest sustained rate",
-            lambda: pipeline.highest_sustained(
-                post_at,
-                backlog,
-                profile.pipeline_rates,
-                profile.pipeline_probe_seconds,
-                profile.pipeline_confirm_seconds,
-            ),
-        )
-        if sustained is not None:
-            r.pipe["sustained"] = sustained
-            _print_probes(sustained)
-        r.phase(f"pipeline: POST -> processed_at at {profile.latency_rate:g} orders/s")
-        latency = r.attempt(
-            "pipeline: latency",
-            lambda: asyncio.run(
-                pipeline.measure(stack, profile.latency_rate, profile.latency_seconds, 60)
-            ),
-        )
-        if latency is not None:
-            r.pipe["latency"] = latency
-            print(f"  POST -> processed_at: {latency['processed']}", flush=True)
-
-        r.phase("scale: bulk-loading the tables")
-
-        def prepare(rows: int) -> scale.Table | None:
-            table: scale.Table | None = r.attempt(
-                f"scale: {rows:,} rows", lambda: scale.prepare(bench, rows, template, resources)
-            )
-            return table
-
-        tables = [prepare(rows) for rows in profile.scale_rows]
-        small, bigs = tables[0], tables[1:]
-        r.phase("scale: read scenarios")
-        for big in bigs:
-            if small is None or big is None:
-                continue
-
-            def compare(big: scale.Table = big) -> None:
-                with scale.serving(bench, small, big):
-                    r.keep(scale.comparisons(bench, small, big))
-
-            r.attempt(f"scale: {big.label}", compare)
+        if "pipeline" in parts:
+            _pipeline(r, bench, profile, backlog)
+        if "scale" in parts:
+            _scale(r, bench, profile, template, resources)
 
         r.phase("memory")
         rss = bench.memory()
@@ -449,8 +319,11 @@ def run(profile: Profile, workdir: Path) -> dict[str, Any]:
     r.phase("")
 
     measured = targets(r.results, r.pipe, rss)
+    if parts != PARTS:  # a partial run: only the targets of the parts it ran
+        measured = [t for t in measured if t.measured is not None]
     return {
         "profile": asdict(profile),
+        "parts": list(parts),
         "machine": {
             "cpus": os.cpu_count(),
             "load_average": os.getloadavg(),
@@ -477,6 +350,13 @@ def main() -> None:
     mode.add_argument("--full", action="store_true", help="adds the 10M-row table")
     parser.add_argument("--seconds", type=float, help="one wrk run (default: the profile's)")
     parser.add_argument("--rounds", type=int, help="A B rounds per scenario")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable): a partial run, to measure one change quickly; "
+        "docs/performance.md quotes whole runs only",
+    )
     args = parser.parse_args()
 
     profile = PROFILES["quick" if args.quick else "full" if args.full else "default"]
@@ -487,7 +367,7 @@ def main() -> None:
 
     started_at = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        report = run(profile, Path(tmp))
+        report = run(profile, Path(tmp), tuple(args.only) if args.only else PARTS)
         comparisons: dict[str, Comparison] = report.pop("_comparisons")
         measured: list[Target] = report.pop("_targets")
         problems = invalid(comparisons, report["pipeline"], measured, report["errors"])
@@ -520,36 +400,6 @@ def keep_logs(workdir: Path, started: datetime) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for log in workdir.glob("*.log"):
         shutil.copy(log, out / log.name)
-    return out
-
-
-def fallbacks(complaints: list[dict[str, Any]]) -> list[str]:
-    """A Redis or database the stack found unavailable: the requests were answered (the cache
-    and the limiter fail open) but not by the path a scenario means to measure."""
-    return [
-        f"the stack fell back {w['count']} times: {w['service']}: {w['message'][:120]}"
-        for w in complaints
-        if "unavailable" in str(w["message"])
-    ]
-
-
-def invalid(
-    comparisons: dict[str, Comparison],
-    pipe: dict[str, Any],
-    measured: list[Target],
-    errors: list[dict[str, str]],
-) -> list[str]:
-    """Why the run is not a measurement: comparisons with a failed answer, a pipeline phase
-    with a failed POST or an order never processed, a phase that raised, a target that got
-    no valid figure. Never a missed target."""
-    out = [c.name for c in comparisons.values() if not c.valid]
-    sustained, latency = pipe.get("sustained"), pipe.get("latency")
-    if sustained is not None and sustained["non_2xx"]:
-        out.append("pipeline: sustained rate")
-    if latency is not None and (latency["post_errors"] or latency["unprocessed"]):
-        out.append("pipeline: latency at a steady rate")
-    out += [f"{e['what']}: {e['error'][:200]}" for e in errors]
-    out += [f"no figure for: {t.text}" for t in measured if t.status == "invalid"]
     return out
 
 

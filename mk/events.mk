@@ -16,22 +16,29 @@ rabbitmq-ui: ## Enable RabbitMQ's management UI (:15672) and Prometheus metrics,
 # QUEUE=tasks names the worker's dead-letter list of failed Celery tasks (in Redis, read
 # with the WORKER_* settings; see order_worker.deadletters).
 TASK_DLQ := tasks
+# QUEUE=outbox names the outbox events the relay set aside (in PostgreSQL, read with the
+# ORDERS_* settings; see orders_service.outbox_dlq).
+OUTBOX_DLQ := outbox
 
-dlq: install ## Show dead letters (count + first LIMIT messages): bus queues and failed Celery tasks; QUEUE=<queue> for one
-	@for queue in $(or $(QUEUE),$(DLQ_QUEUES) $(TASK_DLQ)); do \
+dlq: install ## Show dead letters (count + first LIMIT messages): bus queues, failed Celery tasks, outbox events set aside; QUEUE=<queue> for one
+	@for queue in $(or $(QUEUE),$(DLQ_QUEUES) $(TASK_DLQ) $(OUTBOX_DLQ)); do \
 		if [ "$$queue" = "$(TASK_DLQ)" ]; then \
 			$(BIN)/order-worker dlq show --limit $(LIMIT) || true; \
+		elif [ "$$queue" = "$(OUTBOX_DLQ)" ]; then \
+			$(BIN)/orders-service dlq show --limit $(LIMIT) || true; \
 		else \
 			$(BIN)/order-bus dlq show --queue $$queue --limit $(LIMIT) || true; \
 		fi; \
 	done
 
-dlq-redrive: install ## Move dead letters back: make dlq-redrive QUEUE=<queue> (QUEUE=tasks: failed Celery tasks)
+dlq-redrive: install ## Move dead letters back: make dlq-redrive QUEUE=<queue> (QUEUE=tasks: failed Celery tasks, QUEUE=outbox: outbox events)
 	@if [ -z "$(QUEUE)" ]; then \
-		echo "usage: make dlq-redrive QUEUE=<queue>   (one of: $(DLQ_QUEUES) $(TASK_DLQ))"; exit 2; \
+		echo "usage: make dlq-redrive QUEUE=<queue>   (one of: $(DLQ_QUEUES) $(TASK_DLQ) $(OUTBOX_DLQ))"; exit 2; \
 	fi
 	@if [ "$(QUEUE)" = "$(TASK_DLQ)" ]; then \
 		$(BIN)/order-worker dlq redrive; \
+	elif [ "$(QUEUE)" = "$(OUTBOX_DLQ)" ]; then \
+		$(BIN)/orders-service dlq redrive; \
 	else \
 		$(BIN)/order-bus dlq redrive --queue $(QUEUE); \
 	fi

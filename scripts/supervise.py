@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Run the processes of a Procfile and keep them running: `make run`'s supervisor.
 
-A process that exits (crash, SIGKILL, OOM) is started again after a back-off that doubles with
-each quick failure (``--backoff-initial`` up to ``--backoff-max``; a process that ran for
-``--stable-after`` seconds starts again from the initial delay), while the others keep serving
-— the restart policy Kubernetes applies to a pod's containers. SIGINT (Ctrl-C) or SIGTERM
-stops everything: each process gets SIGTERM, has ``--grace`` seconds to finish its in-flight
-work, and is then killed with its whole process group. A second Ctrl-C kills at once.
+A process that exits (crash, SIGKILL, OOM) is started again while the others keep serving — the
+restart policy Kubernetes applies to a pod's containers: at once when it had been running for
+``--stable-after`` seconds (one death of a healthy process: every second it is down is a second
+of 503s), then after a back-off that doubles with each further quick failure
+(``--backoff-initial`` up to ``--backoff-max``), so a crash loop does not spin.
+SIGINT (Ctrl-C) or SIGTERM stops everything: each process gets SIGTERM, has ``--grace``
+seconds to finish its in-flight work, and is then killed with its whole process group.
+A second Ctrl-C kills at once.
 
 Output is prefixed per process as honcho does (``08:01:02 worker.1 | ...``), so logs read the
 same. ``--status-file`` keeps a JSON map of each process's pid and restart count (the chaos
@@ -67,7 +69,9 @@ def parse_env_file(text: str) -> dict[str, str]:
 
 def backoff_delay(failures: int, initial: float, maximum: float) -> float:
     """The wait before restart number ``failures`` (1, 2, …) of a run of quick failures: the
-    repo's one back-off policy."""
+    repo's one back-off policy. None yet (a process that had been running stably): no wait."""
+    if failures == 0:
+        return 0.0
     return RetryPolicy(base_delay=initial, max_delay=maximum).delay(failures)
 
 
@@ -191,7 +195,7 @@ class Supervisor:
             if self.stopping.is_set():
                 self.say(f"{process.name} stopped ({_describe(returncode)})")
                 break
-            failures = 1 if ran >= self.stable_after else failures + 1
+            failures = 0 if ran >= self.stable_after else failures + 1
             delay = backoff_delay(failures, self.backoff_initial, self.backoff_max)
             process.restarts += 1
             process.state = "backoff"
@@ -286,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="a process that ran this long restarts after the initial delay again",
+        help="a process that ran this long restarts at once (then backs off if it fails again)",
     )
     parser.add_argument(
         "--grace", type=float, default=20.0, metavar="SECONDS", help="SIGTERM to SIGKILL"

@@ -1,5 +1,5 @@
 """The arithmetic of `make bench` (bench/compare.py, bench/pipeline.py, bench/wrk.py,
-bench/common.py, bench/run.py): alternation order, per-round ratios and their median, validity,
+bench/common.py, bench/verdict.py): alternation order, per-round ratios and their median, validity,
 each target taken from its own comparison, the probe rates, the wrk summary and the result
 file. The load itself is proved by `make bench-quick` in CI."""
 
@@ -20,7 +20,7 @@ from bench.compare import SCENARIO, Target, alternate, comparison_table, p99, ta
 from bench.pipeline import backlog_slope, is_sustained, latency_summary, refined_rate
 from bench.procs import warnings
 from bench.report import markdown
-from bench.run import fallbacks, invalid, targets
+from bench.verdict import fallbacks, invalid, targets
 
 
 @dataclass

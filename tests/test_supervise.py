@@ -188,8 +188,28 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_pat
         assert "still running after 1s; killing it" in sup.log()
 
 
+def test_a_process_that_ran_stably_restarts_at_once_and_backs_off_when_it_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    # Runs 1.5 s (stable after 1 s) the first time, then fails at once: 0 s, then 0.2, 0.4.
+    marker = tmp_path / "ran-once"
+    procfile = f"api: sh -c 'if [ -e {marker} ]; then exit 3; fi; touch {marker}; sleep 1.5'\n"
+    args = ("--backoff-initial", "0.2", "--backoff-max", "5", "--stable-after", "1")
+    with supervised(tmp_path, procfile, *args) as sup:
+        _wait(lambda: sup.status().get("api", {}).get("restarts", 0) >= 3, 30, "3 restarts")
+        delays = [
+            line.split("restarting in ")[1].split("s")[0]
+            for line in sup.log().splitlines()
+            if "api exited" in line
+        ]
+        assert delays[:3] == ["0.0", "0.2", "0.4"], sup.log()
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(timeout=20) == 0
+
+
 @pytest.mark.parametrize(
-    ("failures", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (50, 30.0)]
+    ("failures", "expected"),
+    [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (50, 30.0)],
 )
 def test_backoff_doubles_up_to_the_cap(failures: int, expected: float) -> None:
     assert supervise.backoff_delay(failures, 1.0, 30.0) == expected

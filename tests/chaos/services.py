@@ -233,28 +233,12 @@ def _env_args(env: dict[str, str]) -> list[str]:
     return [f"{key}={value}" for key, value in env.items()]
 
 
-class _DelayingTcpProxy(TcpProxy):
-    """A TcpProxy that holds every chunk ``delay`` seconds before passing it on."""
-
-    delay = 0.0
-
-    async def _pump(  # type: ignore[override]
-        self, source: asyncio.StreamReader, target: asyncio.StreamWriter
-    ) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await source.read(65536):
-                if self.delay > 0:
-                    await asyncio.sleep(self.delay)
-                target.write(data)
-                await target.drain()
-
-
 class DelayProxy:
     """A proxy on its own event loop thread, so the synchronous tests can use it: ``cut()``
     (refuse and drop connections), ``restore()``, ``slow(seconds)``."""
 
     def __init__(self, target_port: int) -> None:
-        self._proxy = _DelayingTcpProxy(target_port)
+        self._proxy = TcpProxy(target_port)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()

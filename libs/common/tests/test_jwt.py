@@ -260,3 +260,42 @@ async def test_a_bad_signature_is_never_remembered(server: KeyServer) -> None:
             with pytest.raises(Unauthorized):
                 await verifier.verify(forged)
         assert verifier.cached_tokens == 1
+
+
+# --- remembered: what a fast path may answer from without calling verify ---------------------
+
+
+async def test_remembered_knows_only_tokens_verify_accepted_and_stops_at_their_exp(
+    server: KeyServer,
+) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(JWKS_URL, issuer=ISS, audience=AUD, http=http, leeway=0)
+        short_lived = token(key, "k1", exp=int(time.time()) + 1)
+        assert verifier.remembered(short_lived) is None  # never verified
+        claims = await verifier.verify(short_lived)
+        assert verifier.remembered(short_lived) is claims
+        await asyncio.sleep(max(0.0, (time.time() // 1 + 1) - time.time()) + 0.05)
+
+        assert verifier.remembered(short_lived) is None
+        assert verifier.cached_tokens == 1  # still there: only verify() drops it
+
+
+async def test_remembered_defers_to_verify_once_the_keys_are_due_for_a_refresh(
+    server: KeyServer,
+) -> None:
+    key = server.add_key("k1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        verifier = JwksVerifier(
+            JWKS_URL, issuer=ISS, audience=AUD, http=http, max_age=0.2, min_refresh_interval=0
+        )
+        remembered = token(key, "k1")
+        await verifier.verify(remembered)
+        assert verifier.remembered(remembered) is not None
+        del server.keys["k1"]  # withdrawn: only a refresh can tell
+        await asyncio.sleep(0.25)
+
+        assert verifier.remembered(remembered) is None
+        with pytest.raises(Unauthorized, match="unknown signing key"):
+            await verifier.verify(remembered)
+        assert verifier.remembered(remembered) is None

@@ -216,6 +216,93 @@ async def test_a_refused_attempt_never_reaches_the_password_check(
     assert len(verified) == 2
 
 
+async def test_concurrent_right_logins_of_one_account_from_one_ip_are_all_let_in(
+    settings: Settings,
+    start_app: StartApp,
+    open_client: OpenClient,
+    new_email: Callable[[], str],
+) -> None:
+    # Several tabs, an app's retries, a script: more logins at once than the pair's failure
+    # limit (5), all with the right password. None is a failure, so nothing blocks.
+    app = await start_app(settings)
+    client = await open_client(app, ip="198.51.100.135")
+    email = new_email()
+    await register(client, email)
+
+    for _ in range(3):
+        responses = await asyncio.gather(*(login(client, email, PASSWORD) for _ in range(8)))
+        assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    assert [(await login(client, email, WRONG)).status_code for _ in range(5)] == [401] * 5
+    assert (await login(client, email, PASSWORD)).status_code == 429
+
+
+async def test_parallel_guesses_cannot_outrun_the_count(
+    make_settings: Callable[..., Settings],
+    start_app: StartApp,
+    open_client: OpenClient,
+    new_email: Callable[[], str],
+) -> None:
+    app = await start_app(make_settings(login_guard_pair_in_flight=4))
+    client = await open_client(app, ip="198.51.100.136")
+    email = new_email()
+    await register(client, email)
+
+    responses = await asyncio.gather(*(login(client, email, WRONG) for _ in range(30)))
+
+    statuses = [r.status_code for r in responses]
+    # At most 4 checked at once, and the block comes after 5 failures: far fewer than 30
+    # guesses were checked, and the rest were refused without a password check.
+    assert 5 <= statuses.count(401) <= 4 + 5, statuses
+    assert statuses.count(429) == 30 - statuses.count(401)
+    in_flight = [r for r in responses if "at once" in r.text]
+    assert all(r.headers["retry-after"] == "1" for r in in_flight)
+    assert_refused(await login(client, email, PASSWORD), at_most=30)
+
+
+async def test_a_login_that_ends_without_a_verdict_counts_for_nothing(
+    settings: Settings,
+    start_app: StartApp,
+    open_client: OpenClient,
+    new_email: Callable[[], str],
+) -> None:
+    app = await start_app(settings)
+    client = await open_client(app, ip="198.51.100.137")
+    email = new_email()
+    await register(client, email)
+    hasher = app.state.password_hasher
+    original = hasher.verify
+    checking = asyncio.Event()
+
+    async def hanging_verify(password: str, stored_hash: str | None) -> Any:
+        checking.set()
+        await asyncio.sleep(60)
+        return await original(password, stored_hash)
+
+    hasher.verify = hanging_verify
+    # Ten logins cut off mid-check (a client that went away, a worker shutting down).
+    for _ in range(10):
+        checking.clear()
+        attempt = asyncio.create_task(login(client, email, WRONG))
+        await asyncio.wait_for(checking.wait(), 10)
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+    hasher.verify = original
+
+    sync = redis.Redis.from_url(REDIS_URL)
+    try:
+        prefix = f"{settings.redis_key_prefix}:login"
+        digest = account_digest(email)
+        assert sync.get(f"{prefix}:pair:{digest}:198.51.100.137:in-flight") is None
+        assert int(sync.get(f"{prefix}:ip:198.51.100.137") or 0) == 0
+        assert int(sync.get(f"{prefix}:account:{digest}") or 0) == 0
+    finally:
+        sync.close()
+    # Nothing was counted against the pair: its five failures are still all to come.
+    assert [(await login(client, email, WRONG)).status_code for _ in range(5)] == [401] * 5
+    assert (await login(client, email, WRONG)).status_code == 429
+
+
 async def test_accounts_are_kept_in_redis_only_as_a_digest_of_the_normalised_email(
     make_settings: Callable[..., Settings],
     start_app: StartApp,
@@ -260,8 +347,8 @@ async def test_without_redis_logins_are_checked_by_password_alone_and_counted(
 
     assert statuses == [401] * 7
     assert right.status_code == 200
-    # Eight admissions (seven wrong, one right) and the success that could not be recorded.
-    assert metric("login_guard_unavailable_total") - unavailable_before == 9
+    # Eight admissions (seven wrong, one right) and the eight outcomes that could not be recorded.
+    assert metric("login_guard_unavailable_total") - unavailable_before == 16
 
 
 # --- two API processes sharing one Redis -------------------------------------------------

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,10 @@ import pytest
 from fastapi import FastAPI
 from order_testing import free_port
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from order_common.orders import OrderRead, OrderStatus
+from orders_service.cache import OrderCache
 
 from .conftest import VALID_ORDER, User
 
@@ -220,3 +225,48 @@ def test_a_rate_limit_that_cannot_work_stops_the_start_up(limit: str) -> None:
 
     with pytest.raises(ValidationError, match="rate limit"):
         Settings(_env_file=None, rate_limit_orders=limit)  # type: ignore[call-arg]
+
+
+def an_order(user_id: int = 7) -> OrderRead:
+    now = datetime.now(UTC)
+    return OrderRead(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        items=VALID_ORDER["items"],
+        total_price=VALID_ORDER["total_price"],
+        status=OrderStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_put_many_costs_one_round_trip_of_evalsha_and_keeps_the_version_guard(
+    private_redis: str,
+) -> None:
+    redis = AsyncRedis.from_url(private_redis)
+    cache = OrderCache(redis, key_prefix="t", ttl_seconds=60)
+    try:
+        newer, older, fresh = an_order(), an_order(), an_order()
+        await cache.put(newer, 5)  # loads the script; a later version is already cached
+        with CommandLog(private_redis) as log:
+            await cache.put_many([(newer, 3), (older, 1), (fresh, 1)])
+        # No SCRIPT EXISTS before the pipeline: one round trip.
+        assert log.commands == ["EVALSHA"] * 3
+        assert (await cache.get_entry(newer.id)).version == 5  # type: ignore[union-attr]
+        assert await cache.get(fresh.id) == fresh
+    finally:
+        await redis.aclose()
+
+
+async def test_put_many_loads_the_script_once_when_redis_lost_it(private_redis: str) -> None:
+    redis = AsyncRedis.from_url(private_redis)
+    cache = OrderCache(redis, key_prefix="t", ttl_seconds=60)
+    try:
+        orders = [an_order(), an_order()]
+        await redis.script_flush()  # a restarted Redis (a Redis of this test's own)
+        with CommandLog(private_redis) as log:
+            await cache.put_many([(order, 1) for order in orders])
+        assert log.commands == ["EVALSHA", "EVALSHA", "SCRIPT", "EVALSHA", "EVALSHA"]
+        assert [await cache.get(order.id) for order in orders] == orders
+    finally:
+        await redis.aclose()

@@ -57,36 +57,27 @@ async def test_database_constraints_refuse_bad_rows(
             )
 
 
-async def test_committed_order_notifies_the_outbox_channel_after_its_commit(
-    database_url: str, db: AsyncEngine, user: User, place_order: PlaceOrder
+async def test_committed_order_notifies_the_outbox_channel_from_outside_its_transaction(
+    app: FastAPI, database_url: str, user: User, place_order: PlaceOrder
 ) -> None:
-    """The NOTIFY comes after the order's commit, not inside its transaction (where it would
-    take a database-wide lock that every committing order queues behind): when it is heard,
-    the new outbox row is already visible to another connection."""
-    dsn = asyncpg_dsn(database_url)
-    conn = await asyncpg.connect(dsn)
-    async with db.connect() as check:
-        before = (await check.execute(text("SELECT count(*) FROM outbox_events"))).scalar_one()
-    seen_at_notify: list[int] = []
-    heard = asyncio.Event()
-
-    async def on_notify() -> None:
-        async with db.connect() as check:
-            count = (await check.execute(text("SELECT count(*) FROM outbox_events"))).scalar_one()
-        seen_at_notify.append(count)
-        heard.set()
-
-    tasks: list[asyncio.Task[None]] = []
+    """The NOTIFY is sent by the notifier's own connection after the order committed, not in
+    the order's transaction (where it would take a database-wide lock at commit that every
+    committing order queues behind). PostgreSQL delivers a NOTIFY only at commit either way,
+    so what tells them apart is the sender: the notifier's server process, not a pooled one."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    senders: list[int] = []
     await conn.add_listener(
-        OUTBOX_CHANNEL, lambda *_: tasks.append(asyncio.ensure_future(on_notify()))
+        OUTBOX_CHANNEL, lambda _conn, pid, _channel, _payload: senders.append(pid)
     )
+    notifier: OutboxNotifier = app.state.outbox_notifier
     try:
+        sent = notifier.sent
         await place_order(user)
-        await asyncio.wait_for(heard.wait(), timeout=5)
+        await eventually(lambda: notifier.sent > sent and len(senders) > 0, timeout=5)
     finally:
         await conn.close()
-        await asyncio.gather(*tasks)
-    assert seen_at_notify[0] >= before + 1
+    assert notifier.backend_pid is not None
+    assert senders == [notifier.backend_pid]
 
 
 async def test_notifies_asked_for_together_are_sent_as_one(app: FastAPI, database_url: str) -> None:

@@ -24,7 +24,8 @@ from order_common.bus import connect, declare_exchange, publish_envelope
 from order_common.db import build_session_factory
 from order_common.dlq import count_messages
 from order_common.events import EventType
-from orders_service.relay import BatchResult, OutboxPublisher, OutboxRelay, purge_published
+from orders_service.outbox_publisher import BatchResult, OutboxPublisher
+from orders_service.relay import OutboxRelay, purge_published
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
@@ -246,8 +247,7 @@ async def test_events_the_broker_nacks_stay_unpublished_until_it_confirms(
         assert await publisher.publish_batch() == BatchResult(claimed=3, published=0, failed=3)
         rows = await outbox_rows(relay_db)
         assert {row["published_at"] for row in rows.values()} == {None}
-        assert {row["attempts"] for row in rows.values()} == {1}
-
+        assert {row["attempts"] for row in rows.values()} == {1}  # a nack is the row's own
         await full.delete(if_unused=False, if_empty=False)
         assert await publisher.publish_batch() == BatchResult(claimed=3, published=3, failed=0)
         await eventually(lambda: len(seen) == 6)  # the first 3 reached our queue, unconfirmed
@@ -269,12 +269,15 @@ async def test_events_claimed_while_the_broker_is_gone_stay_unpublished(
     exchange = await declare_exchange(channel, settings.bus_topology())
     await connection.close()  # the link is gone before the relay publishes
     publisher = OutboxPublisher(build_session_factory(relay_db), exchange, batch_size=10)
-    caplog.set_level(logging.WARNING, logger="orders_service.relay")
+    caplog.set_level(logging.WARNING, logger="orders_service.outbox_publisher")
 
-    assert await publisher.publish_batch() == BatchResult(claimed=2, published=0, failed=2)
+    assert await publisher.publish_batch() == BatchResult(
+        claimed=2, published=0, failed=2, outage=2
+    )
 
+    # An outage is not the rows' fault: it spends none of their attempts.
     rows = await outbox_rows(relay_db)
-    assert [(row["published_at"], row["attempts"]) for row in rows.values()] == [(None, 1)] * 2
+    assert [(row["published_at"], row["attempts"]) for row in rows.values()] == [(None, 0)] * 2
     assert any("not confirmed by the broker" in r.getMessage() for r in caplog.records)
 
 
@@ -371,10 +374,12 @@ async def test_a_publish_failing_mid_batch_leaves_only_its_event_for_the_next_ba
         )
 
         # All 20 are in flight at once; the one that failed stays, the 19 others are marked.
-        assert await publisher.publish_batch() == BatchResult(claimed=20, published=19, failed=1)
+        assert await publisher.publish_batch() == BatchResult(
+            claimed=20, published=19, failed=1, outage=1
+        )
         rows = await outbox_rows(relay_db)
         assert [k for k, row in rows.items() if row["published_at"] is None] == [event_ids[7]]
-        assert rows[event_ids[7]]["attempts"] == 1
+        assert rows[event_ids[7]]["attempts"] == 0  # a dropped link costs no attempt
 
         assert await publisher.publish_batch() == BatchResult(claimed=1, published=1, failed=0)
         assert await publisher.publish_batch() == BatchResult()
@@ -467,9 +472,11 @@ async def test_the_broker_dropping_mid_batch_loses_nothing_and_repeats_only_the_
             assert first.claimed == 20
             assert first.published <= 5
             assert first.failed == 20 - first.published
+            assert first.outage == first.failed
             rows = await outbox_rows(relay_db)
             confirmed = {k for k, row in rows.items() if row["published_at"] is not None}
             assert len(confirmed) == first.published
+            assert {row["attempts"] for row in rows.values()} == {0}  # an outage costs none
 
             await broker.on()
             await asyncio.wait_for(channel.ready(), timeout=15)

@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware import Middleware
 
 from order_common.cache import build_redis
 from order_common.db import build_engine, build_session_factory
@@ -77,7 +78,10 @@ def build_api(
     tags: Sequence[dict[str, Any]],
     routers: Iterable[APIRouter],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    inner_middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
+    """``inner_middleware``: the service's own, inside tracing, request id and metrics
+    (``install_middleware``)."""
     app = FastAPI(
         title=title,
         summary=summary,
@@ -90,7 +94,7 @@ def build_api(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, inner_middleware)
     app.include_router(health_router(lambda: readiness_checks(app)))
     for router in routers:
         app.include_router(router)

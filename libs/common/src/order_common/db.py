@@ -27,10 +27,30 @@ NAMING_CONVENTION = {
 }
 
 
+# Query parameters of a SQLAlchemy asyncpg URL that belong to the dialect, not to libpq:
+# asyncpg would send each to the server as a run-time setting, and the connection would fail
+# ("unrecognized configuration parameter").
+_DIALECT_ONLY_QUERY = frozenset(
+    {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
+)
+# SQLAlchemy's asyncpg dialect spells libpq's `sslmode` as `ssl` (its connect argument).
+_SSL_AS_SSLMODE = {"true": "require", "false": "disable"}
+
+
 def asyncpg_dsn(database_url: str, *, database: str | None = None) -> str:
     """The SQLAlchemy URL (``postgresql+asyncpg://...``) as a plain DSN for asyncpg, password
-    included (it is for connecting, never for printing); ``database`` replaces its database."""
+    included (it is for connecting, never for printing); ``database`` replaces its database.
+    The dialect's own query parameters are dropped and ``ssl=`` becomes ``sslmode=``; the
+    others (``sslmode``, ``sslrootcert``, ``application_name``...) are kept. Every direct
+    asyncpg connection of the repo (the API's NOTIFY, the relay's LISTEN, database admin)
+    takes its DSN from here."""
     url = make_url(database_url).set(drivername="postgresql")
+    query = {key: value for key, value in url.query.items() if key not in _DIALECT_ONLY_QUERY}
+    ssl = query.pop("ssl", None)
+    if ssl is not None and "sslmode" not in query:
+        value = ssl if isinstance(ssl, str) else ssl[-1]
+        query["sslmode"] = _SSL_AS_SSLMODE.get(value.lower(), value)
+    url = url.set(query=query)
     if database is not None:
         url = url.set(database=database)
     return url.render_as_string(hide_password=False)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from order_common.body_limit import BodyLimitMiddleware
@@ -81,8 +82,12 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-def install_middleware(app: FastAPI, settings: ApiSettings) -> None:
-    """From the outside in: tracing (the server span), request id, metrics, CORS, body limit."""
+def install_middleware(
+    app: FastAPI, settings: ApiSettings, inner: Sequence[Middleware] = ()
+) -> None:
+    """From the outside in: tracing (the server span), request id, metrics, then ``inner``
+    (a service's own, in order: a fast path that must still be traced, identified and
+    counted), CORS, body limit."""
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
@@ -92,6 +97,8 @@ def install_middleware(app: FastAPI, settings: ApiSettings) -> None:
         allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
         expose_headers=["Link", "Retry-After", REQUEST_ID_HEADER],
     )
+    for middleware in reversed(inner):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(MetricsMiddleware, service=settings.service_name)
     app.add_middleware(RequestIdMiddleware)
     instrument_app(app)

@@ -131,6 +131,19 @@ class JwksVerifier:
                 logger.warning("JWKS refresh failed, keeping the cached keys: %s", exc)
                 self._last_refresh = time.monotonic() - self._max_age + self._min_refresh_interval
 
+    def remembered(self, token: str) -> TokenClaims | None:
+        """The claims of ``token`` if ``verify`` would answer them from the verified-token cache
+        right now, without any I/O: remembered, before its ``exp``, and the keys not due for
+        their refresh. None means "ask ``verify``" (it may still accept the token)."""
+        cached = self._verified.get(token)
+        if (
+            cached is None
+            or time.time() >= cached.expires_at
+            or time.monotonic() - self._last_refresh >= self._max_age
+        ):
+            return None
+        return cached
+
     async def verify(self, token: str) -> TokenClaims:
         if time.monotonic() - self._last_refresh >= self._max_age and self._keys:
             await self._refresh_stale()  # may change the keys, and so empty the cache

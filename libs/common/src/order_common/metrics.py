@@ -105,7 +105,7 @@ DB_RECONNECTS = Counter(
 RATE_LIMIT_REJECTIONS = Counter(
     "rate_limit_rejections_total",
     "Requests refused with 429 by a rate limit, by scope (token-ip, register-ip, "
-    "login-pair, login-ip, login-account, orders).",
+    "login-pair, login-ip, login-account, login-in-flight, orders).",
     ["scope"],
 )
 

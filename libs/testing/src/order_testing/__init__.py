@@ -126,7 +126,11 @@ class TcpProxy:
     service is down; opened, it forwards again on the same port. The shared services are never
     stopped. ``async with TcpProxy(port) as proxy:`` starts it open; ``start(closed=True)``
     closed. ``refuse()`` keeps the port open but drops each connection at once, counting them
-    in ``refused``: a service that accepts and fails, and a count of the client's attempts."""
+    in ``refused``: a service that accepts and fails, and a count of the client's attempts.
+    ``delay`` (seconds, settable at any time) holds every chunk that long before passing it on:
+    a slow or hung service."""
+
+    delay = 0.0
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self._target = (target_host, target_port)
@@ -212,10 +216,11 @@ class TcpProxy:
                 side.transport.abort()
                 self._writers.discard(side)
 
-    @staticmethod
-    async def _pump(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+    async def _pump(self, source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await source.read(65536):
+                if self.delay > 0:
+                    await asyncio.sleep(self.delay)
                 target.write(data)
                 await target.drain()
 

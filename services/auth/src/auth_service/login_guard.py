@@ -10,9 +10,12 @@ Only failed logins count, in Redis, so the limits hold across API processes:
   failed for that account are refused, so a stranger guessing from elsewhere cannot lock the
   owner out.
 
-An attempt is counted as a failure when it is admitted (before the password check), and a
-success takes the count back: parallel guesses cannot outrun the counter, and successful logins
-leave no trace. Accounts are keyed by a digest of the normalised email, never the email itself.
+The pair counts *completed* failures: a login whose password was right, or whose outcome is
+unknown (the client went away, the database failed), never counts against it, so concurrent
+logins of one account from one IP (several tabs, an app's retries, one office) do not block it.
+Guesses sent in parallel cannot outrun the count either: at most ``pair_in_flight`` attempts of
+a pair are checked at once (the rest wait a second, 429), and the IP and account counts take
+each attempt when it is admitted and give it back only when it succeeds or ends undecided.
 When Redis cannot be reached the guard lets the attempt through (the password check still
 decides) and counts ``login_guard_unavailable_total``."""
 
@@ -21,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from auth_service.metrics import LOGIN_GUARD_UNAVAILABLE
 from order_common.errors import TooManyRequests
@@ -32,46 +37,80 @@ from order_common.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger(__name__)
 
-# KEYS: pair hash (fails, blocks), pair block, IP failures, account failures, account's IPs.
-# ARGV: ip, pair_failures, block_ms, block_max_ms, ip_failures, ip_window_s, account_failures,
-#       account_window_s, forget_s.
-# Returns {scope, retry_after_ms} when refused, {"", 0} when admitted (and counted).
+# KEYS (every script): pair hash (fails, blocks), pair block, IP failures, account failures,
+# account's IPs, pair attempts in flight.
+#
+# _ADMIT ARGV: ip, ip_failures, ip_window_s, account_failures, account_window_s, pair_in_flight,
+# in_flight_ttl_s. Returns {scope, retry_after_ms} when refused, {"", 0} when admitted: the
+# attempt is then in flight, and counted against the IP and the account until it ends.
 _ADMIT = """
 local block_ttl = redis.call('PTTL', KEYS[2])
 if block_ttl > 0 then return {'login-pair', block_ttl} end
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[5]) then
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[2]) then
   return {'login-ip', redis.call('PTTL', KEYS[3])}
 end
-if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[7])
+if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[4])
     and redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1 then
   return {'login-account', redis.call('PTTL', KEYS[4])}
 end
-redis.call('INCR', KEYS[3])
-if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[6]) end
-redis.call('INCR', KEYS[4])
-if redis.call('TTL', KEYS[4]) < 0 then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('EXPIRE', KEYS[5], ARGV[8])
-local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
-if fails >= tonumber(ARGV[2]) then
-  local blocks = redis.call('HINCRBY', KEYS[1], 'blocks', 1)
-  local ms = math.min(tonumber(ARGV[3]) * math.pow(2, math.min(blocks - 1, 30)),
-                      tonumber(ARGV[4]))
-  redis.call('SET', KEYS[2], '1', 'PX', math.floor(ms))
-  redis.call('HSET', KEYS[1], 'fails', 0)
+if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[6]) then
+  return {'login-in-flight', 1000}
 end
-redis.call('EXPIRE', KEYS[1], ARGV[9])
+redis.call('INCR', KEYS[3])
+if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+redis.call('INCR', KEYS[4])
+if redis.call('TTL', KEYS[4]) < 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+redis.call('INCR', KEYS[6])
+redis.call('EXPIRE', KEYS[6], ARGV[7])
 return {'', 0}
 """
 
-# The attempt admitted by _ADMIT succeeded: forget the pair, take the attempt back elsewhere.
-_SUCCEEDED = """
-redis.call('DEL', KEYS[1], KEYS[2])
+# One attempt of the pair is no longer in flight.
+_LANDED = """
+if redis.call('DECR', KEYS[6]) <= 0 then redis.call('DEL', KEYS[6]) end
+"""
+
+# Give back what _ADMIT took from the IP and the account.
+_GIVE_BACK = """
 if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
 if tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
+"""
+
+# The password was wrong. ARGV: pair_failures, block_ms, block_max_ms, forget_s.
+_FAILED = (
+    _LANDED
+    + """
+local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+if fails >= tonumber(ARGV[1]) then
+  local blocks = redis.call('HINCRBY', KEYS[1], 'blocks', 1)
+  local ms = math.min(tonumber(ARGV[2]) * math.pow(2, math.min(blocks - 1, 30)),
+                      tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2], '1', 'PX', math.floor(ms))
+  redis.call('HSET', KEYS[1], 'fails', 0)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 0
+"""
+)
+
+# The password was right: forget the pair's failures. ARGV: ip.
+_SUCCEEDED = (
+    _LANDED
+    + _GIVE_BACK
+    + """
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[5], ARGV[1])
 return 0
 """
+)
+
+# The attempt ended undecided (cancelled, or the user could not be read): as if never made.
+_ABANDONED = _LANDED + _GIVE_BACK + "return 0\n"
+
+# How long an attempt may count as in flight: a process that dies mid-login leaves it behind.
+IN_FLIGHT_TTL_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -84,6 +123,7 @@ class LoginGuardPolicy:
     account_failures: int = 50
     account_window_seconds: int = 900
     forget_seconds: int = 3600
+    pair_in_flight: int = 10
 
 
 class LoginRefused(TooManyRequests):
@@ -108,17 +148,27 @@ class LoginGuard:
         self._prefix = f"{key_prefix}:login"
         self.enabled = enabled
         self._admit = redis.register_script(_ADMIT)
+        self._failed = redis.register_script(_FAILED)
         self._succeeded = redis.register_script(_SUCCEEDED)
+        self._abandoned = redis.register_script(_ABANDONED)
 
     def _keys(self, account: str, ip: str) -> list[str]:
         digest = account_digest(account)
         pair = f"{self._prefix}:pair:{digest}:{ip}"
         account_key = f"{self._prefix}:account:{digest}"
-        return [pair, f"{pair}:block", f"{self._prefix}:ip:{ip}", account_key, f"{account_key}:ips"]
+        return [
+            pair,
+            f"{pair}:block",
+            f"{self._prefix}:ip:{ip}",
+            account_key,
+            f"{account_key}:ips",
+            f"{pair}:in-flight",
+        ]
 
     async def admit(self, account: str, ip: str) -> None:
-        """Refuse (429) when one of the limits is spent; otherwise count the attempt as a
-        failure until :meth:`succeeded` takes it back. ``account`` is the normalised email."""
+        """Refuse (429) when one of the limits is spent; otherwise the attempt is in flight
+        until :meth:`failed`, :meth:`succeeded` or :meth:`abandoned` ends it (one of them, once).
+        ``account`` is the normalised email."""
         if not self.enabled:
             return
         p = self._policy
@@ -127,14 +177,12 @@ class LoginGuard:
                 keys=self._keys(account, ip),
                 args=[
                     ip,
-                    p.pair_failures,
-                    int(p.block_seconds * 1000),
-                    int(p.block_max_seconds * 1000),
                     p.ip_failures,
                     p.ip_window_seconds,
                     p.account_failures,
                     p.account_window_seconds,
-                    p.forget_seconds,
+                    p.pair_in_flight,
+                    IN_FLIGHT_TTL_SECONDS,
                 ],
             )
         except Exception as exc:  # Redis down or slow: fail open, but say so
@@ -147,18 +195,41 @@ class LoginGuard:
         retry_after = max(1, math.ceil(int(retry_ms) / 1000))
         RATE_LIMIT_REJECTIONS.labels(scope).inc()
         logger.info("login refused", extra={"scope": scope, "retry_after": retry_after})
+        reason = (
+            "too many logins of this account at once"
+            if scope == "login-in-flight"
+            else "too many failed logins"
+        )
         raise LoginRefused(
-            f"too many failed logins; retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
+            f"{reason}; retry in {retry_after} s", headers={"Retry-After": str(retry_after)}
+        )
+
+    async def failed(self, account: str, ip: str) -> None:
+        """The admitted attempt's password was wrong: one more consecutive failure of the pair,
+        blocked once there are ``pair_failures``."""
+        p = self._policy
+        block_ms, block_max_ms = int(p.block_seconds * 1000), int(p.block_max_seconds * 1000)
+        await self._end(
+            self._failed, account, ip, [p.pair_failures, block_ms, block_max_ms, p.forget_seconds]
         )
 
     async def succeeded(self, account: str, ip: str) -> None:
+        """The admitted attempt's password was right: the pair's failures are forgotten."""
+        await self._end(self._succeeded, account, ip, [ip])
+
+    async def abandoned(self, account: str, ip: str) -> None:
+        """The admitted attempt ended without a verdict: it counts for nothing."""
+        await self._end(self._abandoned, account, ip, [])
+
+    async def _end(
+        self, script: AsyncScript, account: str, ip: str, args: Sequence[str | int]
+    ) -> None:
         if not self.enabled:
             return
         try:
-            await self._succeeded(keys=self._keys(account, ip), args=[ip])
+            await script(keys=self._keys(account, ip), args=args)
         except Exception as exc:
             LOGIN_GUARD_UNAVAILABLE.inc()
             OUTAGE_WARNINGS.warning(
-                logger, "login guard unavailable, success not recorded: %s", exc
+                logger, "login guard unavailable, outcome not recorded: %s", exc
             )

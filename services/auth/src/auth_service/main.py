@@ -36,14 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await anyio.to_thread.run_sync(keys.load_sync)
 
-        async with api_resources(app, settings):
+        async with api_resources(app, settings) as stack:
             redis = app.state.redis
             hasher = PasswordHasher(
                 time_cost=settings.password_hash_time_cost,
                 memory_kib=settings.password_hash_memory_kib,
                 parallelism=settings.password_hash_parallelism,
                 concurrency=settings.password_hash_concurrency,
+                niceness=settings.password_hash_niceness,
             )
+            stack.callback(hasher.close)
             await hasher.prepare()
             app.state.password_hasher = hasher
             app.state.rate_limiter = RateLimiter(
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     account_failures=settings.login_guard_account_failures,
                     account_window_seconds=settings.login_guard_account_window_seconds,
                     forget_seconds=settings.login_guard_forget_seconds,
+                    pair_in_flight=settings.login_guard_pair_in_flight,
                 ),
                 key_prefix=settings.redis_key_prefix,
                 enabled=settings.login_guard_enabled and settings.rate_limit_enabled,

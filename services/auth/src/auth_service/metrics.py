@@ -1,7 +1,7 @@
 """Prometheus metrics of the auth service, on its /metrics with the shared HTTP, pool and
 rate-limit metrics of ``order_common.metrics`` (``rate_limit_rejections_total`` counts the
 429s of /token/ and /register/ by scope: token-ip, register-ip, and the login guard's
-login-pair, login-ip, login-account)."""
+login-pair, login-ip, login-account, login-in-flight)."""
 
 from __future__ import annotations
 
@@ -32,5 +32,12 @@ for _result in ("created", "conflict"):
     REGISTRATIONS.labels(_result)
 for _result in ("success", "failure"):
     LOGINS.labels(_result)
-for _scope in ("token-ip", "register-ip", "login-pair", "login-ip", "login-account"):
+for _scope in (
+    "token-ip",
+    "register-ip",
+    "login-pair",
+    "login-ip",
+    "login-account",
+    "login-in-flight",
+):
     RATE_LIMIT_REJECTIONS.labels(_scope)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import anyio
+
 from auth_service.errors import EmailAlreadyRegistered, InvalidCredentials
 from auth_service.keys import IssuedToken, TokenIssuer
 from auth_service.login_guard import LoginGuard
@@ -61,23 +63,31 @@ async def issue_token(
     await guard.admit(email, client_ip)
     user_id: int | None = None
     stored_hash: str | None = None
-    if len(email) <= EMAIL_MAX_LENGTH:
-        async with uow:
-            user = await uow.users.get_by_email(email)
-            if user is not None:
-                # Read inside the block: leaving it rolls back, which expires loaded objects.
-                user_id, stored_hash = user.id, user.password_hash
-    # An unknown user is verified against a dummy hash: both failures cost the same.
-    valid, new_hash = await hasher.verify(password, stored_hash)
+    try:
+        if len(email) <= EMAIL_MAX_LENGTH:
+            async with uow:
+                user = await uow.users.get_by_email(email)
+                if user is not None:
+                    # Read inside the block: leaving it rolls back, which expires loaded objects.
+                    user_id, stored_hash = user.id, user.password_hash
+        # An unknown user is verified against a dummy hash: both failures cost the same.
+        valid, new_hash = await hasher.verify(password, stored_hash)
+    except BaseException:
+        # No verdict (the database failed, the request was cancelled): the attempt counts for
+        # nothing, and ending it must not be cut short by the same cancellation.
+        with anyio.CancelScope(shield=True):
+            await guard.abandoned(email, client_ip)
+        raise
     if user_id is None or not valid:
+        await guard.failed(email, client_ip)
         LOGINS.labels("failure").inc()
         raise InvalidCredentials()
+    await guard.succeeded(email, client_ip)
     if new_hash is not None:
         async with uow:
             await uow.users.set_password_hash(user_id, new_hash)
             await uow.commit()
         logger.info("password hash upgraded", extra={"user_id": user_id})
-    await guard.succeeded(email, client_ip)
     token = await issuer.issue(str(user_id))
     LOGINS.labels("success").inc()
     logger.info("token issued", extra={"user_id": user_id})

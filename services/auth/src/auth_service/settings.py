@@ -46,6 +46,13 @@ class Settings(ApiSettings):
     password_hash_concurrency: int = Field(
         default=4, ge=1, description="hashes computed at once per process (each holds its memory)"
     )
+    password_hash_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much lower the CPU priority of the hashing threads is than the "
+        "request handling's (Linux nice), so a login storm does not slow other answers; 0 keeps it",
+    )
 
     rate_limit_token_ip: str = Field(
         default="600/minute",
@@ -87,6 +94,12 @@ class Settings(ApiSettings):
     )
     login_guard_account_window_seconds: int = Field(
         default=900, ge=1, description="window of the per-account failure count"
+    )
+    login_guard_pair_in_flight: int = Field(
+        default=10,
+        ge=1,
+        description="logins of one account from one IP checked at once; more wait a second "
+        "(429), so parallel guesses cannot outrun the failure count",
     )
     login_guard_forget_seconds: int = Field(
         default=3600,

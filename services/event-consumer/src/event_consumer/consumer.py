@@ -3,7 +3,10 @@
 De-duplication is a Redis key per event id: claimed (SET NX, short TTL) before the task is
 sent and marked sent (long TTL) after, so a redelivered or replayed event sends nothing, two
 copies handled at once send one task, and a crash between sending and marking sends again
-rather than losing the order (the worker is idempotent for that case).
+rather than losing the order (the worker is idempotent for that case). While the sends are on
+their way the claims are renewed every third of their TTL (only those still ours): a slow
+broker cannot let a claim lapse under its send and a copy send the task too. Each send is
+bounded (``celery_send_timeout_seconds`` per connect and command), so a renewal ends.
 
 The events in hand (up to the prefetch) are handled as one batch: one pipelined round trip
 claims every event id, one thread hop sends the tasks, one round trip marks them sent, and the
@@ -12,6 +15,7 @@ subscriber acks them at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -40,6 +44,18 @@ logger = logging.getLogger(__name__)
 SUBSCRIBER = "event-consumer"
 _SENT = b"sent"
 
+# Renew each claim (KEYS) that still holds this handler's value (ARGV[1]) for ARGV[2] ms.
+_RENEW_CLAIMS = """
+local renewed = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+
 
 class EventInFlight(Exception):
     """Another delivery of the same event holds the claim: try again after a back-off."""
@@ -54,7 +70,12 @@ def create_celery_producer(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=settings.celery_queue,
-        broker_transport_options=settings.celery_transport_options(),
+        broker_transport_options={
+            **settings.celery_transport_options(),
+            # Every wait on the broker is bounded: a hung Redis fails the send, not the process.
+            "socket_timeout": settings.celery_send_timeout_seconds,
+            "socket_connect_timeout": settings.celery_send_timeout_seconds,
+        },
         broker_connection_retry_on_startup=True,
         # Bounded: a failed send fails the handler, and the bus retries the event.
         task_publish_retry_policy={
@@ -76,6 +97,7 @@ class NewOrderHandler:
         self._settings = settings
         self._redis = redis
         self._celery = celery
+        self._renew = redis.register_script(_RENEW_CLAIMS)
 
     def _key(self, event_id: uuid.UUID) -> str:
         return f"{self._settings.redis_key_prefix}:dedup:new_order:{event_id}"
@@ -118,7 +140,11 @@ class NewOrderHandler:
 
         to_send = [event_id for event_id, ok in zip(event_ids, claimed, strict=True) if ok]
         if to_send:
-            failures = await self._send([deliveries[first[event_id]] for event_id in to_send])
+            failures = await self._send_holding_claims(
+                [deliveries[first[event_id]] for event_id in to_send],
+                [self._key(event_id) for event_id in to_send],
+                claim,
+            )
             sent = [e for e, failure in zip(to_send, failures, strict=True) if failure is None]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event_id in sent:
@@ -145,6 +171,31 @@ class NewOrderHandler:
                 outcome = Handled.DUPLICATE  # a copy of an event sent (or skipped) above
             outcomes.append(outcome)
         return outcomes
+
+    async def _send_holding_claims(
+        self, deliveries: Sequence[Delivery], keys: Sequence[str], claim: bytes
+    ) -> list[BaseException | None]:
+        """``_send``, renewing the claims of ``keys`` until it returns."""
+        renewing = asyncio.create_task(self._renew_claims(keys, claim))
+        try:
+            return await self._send(deliveries)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_claims(self, keys: Sequence[str], claim: bytes) -> None:
+        ttl = self._settings.dedup_claim_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self._renew(keys=list(keys), args=[claim, int(ttl * 1000)])
+            except Exception as exc:  # Redis is away: the send fails or the claim expires
+                logger.warning(
+                    "claims of %d events not renewed during their send: %s",
+                    len(keys),
+                    f"{type(exc).__name__}: {exc}",
+                )
 
     async def _release(self, event_ids: Sequence[uuid.UUID], claim: bytes) -> None:
         """Give up the claims of the sends that failed, so their retry can send (unless a claim

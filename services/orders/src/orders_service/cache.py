@@ -17,7 +17,7 @@ from typing import cast
 from limits import RateLimitItem
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from order_common.logging import OUTAGE_WARNINGS
 from order_common.orders import OrderRead
@@ -149,19 +149,24 @@ class OrderCache:
         return body
 
     async def put_many(self, entries: Sequence[tuple[OrderRead, int]]) -> None:
-        """``put`` for each (order, version), in one round trip."""
+        """``put`` for each (order, version), in one round trip: a pipeline of EVALSHA. (A
+        Script in a pipeline would first ask SCRIPT EXISTS, a round trip of its own.) Only if
+        Redis lost the script (a restart, SCRIPT FLUSH) does it load it and send again: the
+        version guard makes a second store of the same entry harmless."""
         if not entries:
             return
+        stores = [
+            (self.key(order.id), _entry_value(version, order.user_id, order_json(order)), version)
+            for order, version in entries
+        ]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for order, version in entries:
-                    value = _entry_value(version, order.user_id, order_json(order))
-                    await self._store(
-                        keys=[self.key(order.id)],
-                        args=[value, version, self._ttl_seconds],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+            results = await self._evalsha_all(stores)
+            if any(isinstance(result, NoScriptError) for result in results):
+                await self._redis.script_load(_STORE_IF_NOT_OLDER)
+                results = await self._evalsha_all(stores)
+            failure = next((r for r in results if isinstance(r, Exception)), None)
+            if failure is not None:
+                raise failure
         except _FAILURES as exc:
             CACHE_OPERATIONS.labels(op="put", result="error").inc(len(entries))
             OUTAGE_WARNINGS.warning(
@@ -173,6 +178,14 @@ class OrderCache:
             return
         for stored in results:
             CACHE_OPERATIONS.labels(op="put", result="ok" if stored else "stale").inc()
+
+    async def _evalsha_all(self, stores: Sequence[tuple[str, bytes, int]]) -> list[object]:
+        """One pipeline of the store script's EVALSHA per (key, value, version); the replies,
+        errors included (a NOSCRIPT is answered per command)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, version in stores:
+                pipe.evalsha(self._store.sha, 1, key, value, version, self._ttl_seconds)
+            return list(await pipe.execute(raise_on_error=False))
 
     def _failed(self, op: str, order_id: uuid.UUID, exc: BaseException) -> None:
         CACHE_OPERATIONS.labels(op=op, result="error").inc()

@@ -1,12 +1,15 @@
 """``orders-service serve`` runs the API; ``orders-service events`` the service's process on the
 event bus (the outbox relay, and applying ``order_processed``); ``orders-service migrate``
-creates and migrates the database. All read the same ORDERS_* environment."""
+creates and migrates the database; ``orders-service dlq`` shows and re-drives the outbox's
+dead letters. All read the same ORDERS_* environment."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
+import uuid
 
 from order_common.logging import configure_logging
 from orders_service.settings import Settings
@@ -33,6 +36,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     migrate.add_argument("--revision", default="head")
 
+    dlq = commands.add_parser(
+        "dlq", help="the outbox's dead letters: events the relay set aside (show, redrive)"
+    )
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_show = dlq_commands.add_parser("show", help="count and the first --limit, as JSON lines")
+    dlq_show.add_argument("--limit", type=int, default=10)
+    dlq_redrive = dlq_commands.add_parser(
+        "redrive", help="put dead letters back in the outbox (attempts reset)"
+    )
+    dlq_redrive.add_argument("--limit", type=int, default=1000)
+    dlq_redrive.add_argument(
+        "--id", dest="ids", action="append", type=uuid.UUID, help="only this event (repeatable)"
+    )
+
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
@@ -47,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
             create_database=settings.migrate_create_database,
         )
         return
+    if args.command == "dlq":
+        print(asyncio.run(_run_dlq(settings, args)))
+        return
     if args.command == "events":
         asyncio.run(_run_events(settings))
         return
@@ -59,6 +79,21 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
     )
+
+
+async def _run_dlq(settings: Settings, args: argparse.Namespace) -> str:
+    from order_common.db import build_engine, build_session_factory
+    from orders_service import outbox_dlq
+
+    engine = build_engine(settings.database_url.get_secret_value(), pool_size=1, max_overflow=0)
+    try:
+        session_factory = build_session_factory(engine)
+        if args.dlq_command == "show":
+            return outbox_dlq.json_lines(*await outbox_dlq.show(session_factory, args.limit))
+        moved = await outbox_dlq.redrive(session_factory, ids=args.ids, limit=args.limit)
+        return json.dumps({"queue": "outbox", "redriven": moved})
+    finally:
+        await engine.dispose()
 
 
 async def _run_events(settings: Settings) -> None:

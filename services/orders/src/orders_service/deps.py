@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from order_common.errors import Unauthorized
+from order_common.errors import TooManyRequests, Unauthorized
 from order_common.jwt import JwksVerifier, TokenClaims
 from order_common.ratelimit import RateLimiter
 from orders_service.cache import CachedOrder, OrderCache
@@ -87,6 +87,27 @@ class OrderLookup:
     uow: OrdersUnitOfWork  # used on a miss only
 
 
+# The scope key under which ``orders_service.fast_get`` leaves the round trip it made for a
+# request it could not answer itself (a miss, someone else's order, a refusal), so that the
+# request is counted against the limit once and Redis is asked once.
+FIRST_READ = "orders.first_read"
+
+
+@dataclass(frozen=True)
+class FirstRead:
+    order_id: str
+    user_id: int
+    cached: CachedOrder | None
+    refused: TooManyRequests | None  # the 429 to answer
+
+
+def _first_read(request: Request, user_id: int, order_id: uuid.UUID) -> FirstRead | None:
+    first: FirstRead | None = request.scope.pop(FIRST_READ, None)
+    if first is None or first.user_id != user_id or first.order_id != str(order_id):
+        return None
+    return first
+
+
 async def rate_limited_cache_read(
     request: Request, user: CurrentUser, order_id: OrderId
 ) -> OrderLookup:
@@ -94,13 +115,19 @@ async def rate_limited_cache_read(
     the same Redis round trip, and all the route needs: the hottest route declares one
     dependency besides the token (each one costs FastAPI's resolver a step per request)."""
     cache: OrderCache = request.app.state.cache
-    cached = await cache.get_rate_limited(
-        order_id,
-        request.app.state.rate_limiter,
-        request.app.state.orders_rate_limit,
-        RATE_LIMIT_SCOPE,
-        str(user.user_id),
-    )
+    first = _first_read(request, user.user_id, order_id)
+    if first is not None:
+        if first.refused is not None:
+            raise first.refused
+        cached = first.cached
+    else:
+        cached = await cache.get_rate_limited(
+            order_id,
+            request.app.state.rate_limiter,
+            request.app.state.orders_rate_limit,
+            RATE_LIMIT_SCOPE,
+            str(user.user_id),
+        )
     return OrderLookup(order_id, user.user_id, cached, cache, await get_uow(request))
 
 

@@ -19,7 +19,8 @@ from order_common.db import build_engine, build_session_factory
 from order_common.dlq import adopt_unrouted_in_background, stop_adopting
 from orders_service.cache import OrderCache
 from orders_service.order_processed import OrderProcessedHandler, order_processed_subscriber
-from orders_service.relay import OutboxPublisher, OutboxRelay
+from orders_service.outbox_publisher import OutboxPublisher
+from orders_service.relay import OutboxRelay
 from orders_service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,10 @@ class EventsProcess:
                     connection, topology, [subscriber.event_type]
                 )
                 publisher = OutboxPublisher(
-                    session_factory, exchange, batch_size=settings.relay_batch_size
+                    session_factory,
+                    exchange,
+                    batch_size=settings.relay_batch_size,
+                    max_attempts=settings.relay_max_attempts,
                 )
                 self.relay = OutboxRelay(settings, session_factory, publisher, channel)
                 logger.info("outbox relay started", extra={"exchange": topology.exchange})

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from order_common.api import api_resources, build_api
 from order_common.db import asyncpg_dsn
@@ -15,6 +16,7 @@ from order_common.jwt import JwksVerifier
 from order_common.ratelimit import RateLimiter, parse_limit
 from order_common.serve import serving_app
 from orders_service.cache import OrderCache
+from orders_service.fast_get import CachedGetFastPath, documented_route
 from orders_service.notifier import OutboxNotifier
 from orders_service.router import TAGS as ORDERS_TAGS
 from orders_service.router import router as orders_router
@@ -36,7 +38,11 @@ def create_app(
                 stack.push_async_callback(http.aclose)
             else:
                 http = http_client
-            notifier = OutboxNotifier(asyncpg_dsn(settings.database_url.get_secret_value()))
+            notifier = OutboxNotifier(
+                asyncpg_dsn(settings.database_url.get_secret_value()),
+                connect_timeout=settings.db_connect_timeout_seconds,
+                command_timeout=settings.db_command_timeout_seconds,
+            )
             notifier.start()
             stack.push_async_callback(notifier.aclose)
             app.state.outbox_notifier = notifier
@@ -67,6 +73,11 @@ def create_app(
         tags=ORDERS_TAGS,
         routers=[orders_router],
         lifespan=lifespan,
+        inner_middleware=[
+            Middleware(CachedGetFastPath, route=documented_route(orders_router.routes, "get_order"))
+        ]
+        if settings.fast_get
+        else [],
     )
 
 

@@ -57,6 +57,17 @@ PUBLISH_FAILURES = Counter(
     "published again later.",
     ["event_type"],
 )
+OUTBOX_DEAD_LETTERED = Counter(
+    "orders_outbox_dead_lettered_total",
+    "Outbox events set aside after failing ORDERS_RELAY_MAX_ATTEMPTS times on their own "
+    "content (orders-service dlq shows them).",
+    ["event_type"],
+)
+OUTBOX_DEAD_LETTERS = Gauge(
+    "orders_outbox_dead_letters",
+    "Dead-lettered outbox events waiting for a re-drive, as the relay last counted them.",
+    multiprocess_mode="livemax",
+)
 PROCESSING_LAG = Histogram(
     "orders_processing_lag_seconds",
     "From an order's creation to its processing by the worker (the first `order_processed` "
@@ -76,6 +87,7 @@ def _initialise() -> None:
     for event_type in EventType:
         EVENTS_PUBLISHED.labels(event_type=event_type.value)
         PUBLISH_FAILURES.labels(event_type=event_type.value)
+        OUTBOX_DEAD_LETTERED.labels(event_type=event_type.value)
     for current, allowed in ALLOWED_TRANSITIONS.items():
         for status in allowed:
             STATUS_CHANGES.labels(from_status=current.value, to_status=status.value)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Text,
     func,
     text,
 )
@@ -84,8 +85,12 @@ class OutboxEvent(Base):
 
     The relay claims unpublished rows oldest first with ``FOR UPDATE SKIP LOCKED`` (so several
     relays can run), publishes them and sets ``published_at`` once the broker confirmed;
-    ``attempts`` counts the publishes that failed. Published rows are deleted after the
-    retention period."""
+    ``attempts`` counts the publishes that failed on the row's own content (a broker nack, a
+    payload that is not a valid envelope), never those cut off by a broker outage, and
+    ``last_error`` says why the latest failed. After ``relay_max_attempts`` such failures the
+    row is dead-lettered (``dead_lettered_at``): the relay skips it until ``orders-service dlq
+    redrive`` puts it back. Published rows are deleted after the retention period; unpublished
+    ones, dead-lettered included, never."""
 
     __tablename__ = "outbox_events"
 
@@ -101,6 +106,8 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
@@ -108,7 +115,12 @@ class OutboxEvent(Base):
         Index(
             "ix_outbox_events_unpublished_created_at",
             "created_at",
-            postgresql_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL AND dead_lettered_at IS NULL"),
+        ),
+        Index(
+            "ix_outbox_events_dead_lettered_at",
+            "dead_lettered_at",
+            postgresql_where=text("dead_lettered_at IS NOT NULL"),
         ),
         # The retention clean-up finds published events by age without scanning the table.
         Index(

@@ -1,12 +1,6 @@
-"""The outbox relay: publishes the outbox to RabbitMQ. Its process is ``orders_service.events``.
-
-Publishing. A batch of the oldest unpublished outbox events is claimed with ``FOR UPDATE SKIP
-LOCKED`` and published at once on one channel with publisher confirms (persistent messages,
-routing key = event type). In the same transaction the events the broker confirmed are marked
-published and the others count a failed attempt; then it commits. The row locks are held
-across the publish, so a second relay skips those rows: any number of replicas publish each
-event once. A crash between the confirm and the commit publishes an event again, which is why
-every consumer de-duplicates by event id (delivery is at least once, never at most once).
+"""The outbox relay: publishes the outbox to RabbitMQ, a batch at a time with
+``orders_service.outbox_publisher`` (claiming, confirms, attempts and dead letters). Its
+process is ``orders_service.events``.
 
 Waking. A dedicated PostgreSQL connection LISTENs on ``orders_outbox`` (the orders service
 NOTIFYs it when an order commits), and the relay also polls every
@@ -29,28 +23,18 @@ flight is asked for once more (``service.reannounce``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel
+from aio_pika.abc import AbstractRobustChannel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_common.aio import CONNECT_RETRY, connect_with_retry, first_set, wait_event
-from order_common.bus import publish_envelope
 from order_common.db import asyncpg_dsn
-from order_common.events import EventType, parse_envelope
 from order_common.telemetry import untraced
-from orders_service.metrics import (
-    EVENTS_PUBLISHED,
-    OUTBOX_BACKLOG,
-    OUTBOX_OLDEST_AGE,
-    PUBLISH_FAILURES,
-)
-from orders_service.models import OutboxEvent
+from orders_service.metrics import OUTBOX_BACKLOG, OUTBOX_DEAD_LETTERS, OUTBOX_OLDEST_AGE
+from orders_service.outbox_publisher import OutboxPublisher
 from orders_service.repository import OUTBOX_CHANNEL
 from orders_service.service import purge_expired_idempotency_keys, reannounce
 from orders_service.settings import Settings
@@ -58,106 +42,11 @@ from orders_service.uow import OrdersUnitOfWork
 
 logger = logging.getLogger(__name__)
 
-# A publish the broker has not confirmed by then counts as failed (and is retried later).
-CONFIRM_TIMEOUT_SECONDS = 10.0
 # After a failed batch (the database or the broker), the same back-off as a first connection.
 BATCH_RETRY = CONNECT_RETRY
 _PURGE_BATCH = 1000
 # How often the backlog gauges are refreshed (at most; the poll interval if shorter).
 BACKLOG_REFRESH_SECONDS = 5.0
-
-
-# --- publishing -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    claimed: int = 0
-    published: int = 0
-    failed: int = 0
-
-
-class OutboxPublisher:
-    """Publishes one batch of the outbox at a time (see the module's docstring)."""
-
-    def __init__(
-        self,
-        session_factory: async_sessionmaker[AsyncSession],
-        exchange: AbstractExchange,
-        *,
-        batch_size: int,
-        confirm_timeout: float = CONFIRM_TIMEOUT_SECONDS,
-    ) -> None:
-        self._session_factory = session_factory
-        self._exchange = exchange
-        self.batch_size = batch_size
-        self._confirm_timeout = confirm_timeout
-
-    async def publish_batch(self) -> BatchResult:
-        # The claim and the bookkeeping run every poll: untraced. Each publish is traced, in
-        # the trace of the request that wrote its event (see ``publish_envelope``).
-        with untraced():
-            return await self._publish_batch()
-
-    async def _publish_batch(self) -> BatchResult:
-        async with OrdersUnitOfWork(self._session_factory) as uow:
-            rows = await uow.outbox.claim_unpublished(self.batch_size)
-            if not rows:
-                return BatchResult()
-            # Confirms are matched per message, so the batch costs about one round trip.
-            outcomes = await asyncio.gather(
-                *(self._publish(row) for row in rows), return_exceptions=True
-            )
-            published = [
-                row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
-            ]
-            failures = [
-                (row, outcome)
-                for row, outcome in zip(rows, outcomes, strict=True)
-                if isinstance(outcome, BaseException)
-            ]
-            if published:
-                now = datetime.now(UTC)
-                await uow.outbox.mark_published(published, now)
-                announced = [
-                    uuid.UUID(str(row.payload["data"]["order_id"]))
-                    for row, outcome in zip(rows, outcomes, strict=True)
-                    if outcome is None and row.event_type == EventType.NEW_ORDER.value
-                ]
-                await uow.orders.mark_announced(announced, now)
-            if failures:
-                await uow.outbox.count_failed_attempt([row.id for row, _ in failures])
-            await uow.commit()
-        for row, outcome in zip(rows, outcomes, strict=True):
-            counter = PUBLISH_FAILURES if isinstance(outcome, BaseException) else EVENTS_PUBLISHED
-            counter.labels(event_type=row.event_type).inc()
-        if failures:
-            row, exc = failures[0]
-            logger.warning(
-                "%d of %d outbox events not confirmed by the broker; they stay in the outbox "
-                "for the next attempt (first: %s %s: %s)",
-                len(failures),
-                len(rows),
-                row.event_type,
-                row.id,
-                f"{type(exc).__name__}: {exc}",
-                extra={"event_id": str(row.id), "attempts": row.attempts + 1},
-            )
-        logger.debug("published %d outbox events", len(published))
-        return BatchResult(claimed=len(rows), published=len(published), failed=len(failures))
-
-    async def _publish(self, row: OutboxEvent) -> None:
-        event = parse_envelope(json.dumps(row.payload))
-        # The outer bound also covers a robust channel waiting for its connection to return.
-        await asyncio.wait_for(
-            publish_envelope(
-                self._exchange,
-                event,
-                headers=row.headers,
-                confirm_timeout=self._confirm_timeout,
-            ),
-            self._confirm_timeout,
-        )
 
 
 async def purge_published(
@@ -240,10 +129,13 @@ class OutboxRelay:
                 await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue
             self.published += result.published
-            if result.failed:
+            if result.outage and not result.published:
+                # Nothing went out and the broker is away or too slow: back off.
                 failures += 1
                 await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue
+            # Rows that failed on their own content are retried with the next batch (only they
+            # are still unpublished) until dead-lettered, with no pause for the rest.
             if failures:
                 logger.info("outbox publishing works again")
                 failures = 0
@@ -337,10 +229,13 @@ class OutboxRelay:
 
 
 async def measure_backlog(session_factory: async_sessionmaker[AsyncSession]) -> None:
-    """Set the backlog gauges from the outbox: unpublished events and the oldest one's age."""
+    """Set the backlog gauges from the outbox: unpublished events, the oldest one's age, and
+    the dead letters."""
     with untraced():
         async with OrdersUnitOfWork(session_factory) as uow:
             count, oldest = await uow.outbox.backlog()
+            dead_letters = await uow.outbox.count_dead_letters()
     OUTBOX_BACKLOG.set(count)
+    OUTBOX_DEAD_LETTERS.set(dead_letters)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
     OUTBOX_OLDEST_AGE.set(max(0.0, age))

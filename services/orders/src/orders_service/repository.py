@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
+    Text,
     Uuid,
+    case,
     column,
     delete,
     func,
@@ -226,22 +228,23 @@ class OutboxRepository:
 
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many events wait to be published, and when the oldest was written (the partial
-        index of unpublished events serves both)."""
+        index of unpublished events serves both). Dead letters do not count: they wait for
+        an operator, not for the relay."""
         row = (
             await self.session.execute(
                 select(func.count(), func.min(OutboxEvent.created_at)).where(
-                    OutboxEvent.published_at.is_(None)
+                    OutboxEvent.published_at.is_(None), OutboxEvent.dead_lettered_at.is_(None)
                 )
             )
         ).one()
         return int(row[0]), row[1]
 
     async def claim_unpublished(self, limit: int) -> Sequence[OutboxEvent]:
-        """Lock up to ``limit`` of the oldest unpublished events. Rows another relay holds are
-        skipped, not waited for, so relays share the backlog."""
+        """Lock up to ``limit`` of the oldest unpublished events that are not dead letters.
+        Rows another relay holds are skipped, not waited for, so relays share the backlog."""
         stmt = (
             select(OutboxEvent)
-            .where(OutboxEvent.published_at.is_(None))
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.dead_lettered_at.is_(None))
             .order_by(OutboxEvent.created_at, OutboxEvent.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -256,13 +259,70 @@ class OutboxRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def count_failed_attempt(self, ids: Sequence[uuid.UUID]) -> None:
-        await self.session.execute(
+    async def count_failed_attempts(
+        self, errors: Mapping[uuid.UUID, str], *, max_attempts: int, now: datetime
+    ) -> dict[uuid.UUID, int]:
+        """One failed attempt more for each row of ``errors`` (its error kept as
+        ``last_error``), in one UPDATE; a row reaching ``max_attempts`` is dead-lettered.
+        Returns the dead-lettered rows with their attempts."""
+        if not errors:
+            return {}
+        rows = values(column("id", Uuid()), column("error", Text()), name="failed").data(
+            list(errors.items())
+        )
+        attempts = OutboxEvent.attempts + 1
+        result = await self.session.execute(
             update(OutboxEvent)
-            .where(OutboxEvent.id.in_(ids))
-            .values(attempts=OutboxEvent.attempts + 1)
+            .where(OutboxEvent.id == rows.c.id)
+            .values(
+                attempts=attempts,
+                last_error=rows.c.error,
+                dead_lettered_at=case((attempts >= max_attempts, now), else_=None),
+            )
+            .returning(OutboxEvent.id, OutboxEvent.attempts, OutboxEvent.dead_lettered_at)
             .execution_options(synchronize_session=False)
         )
+        return {row.id: row.attempts for row in result if row.dead_lettered_at is not None}
+
+    async def dead_letters(self, limit: int) -> Sequence[OutboxEvent]:
+        """The dead-lettered events, oldest dead letter first."""
+        stmt = (
+            select(OutboxEvent)
+            .where(OutboxEvent.dead_lettered_at.is_not(None))
+            .order_by(OutboxEvent.dead_lettered_at, OutboxEvent.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def count_dead_letters(self) -> int:
+        stmt = select(func.count()).where(OutboxEvent.dead_lettered_at.is_not(None))
+        return int(await self.session.scalar(stmt) or 0)
+
+    async def redrive(self, *, ids: Sequence[uuid.UUID] | None = None, limit: int) -> int:
+        """Put up to ``limit`` dead letters (those of ``ids`` only, if given) back in the
+        backlog with their attempts reset; ``last_error`` stays for the record. Returns how
+        many."""
+        batch = (
+            select(OutboxEvent.id)
+            .where(OutboxEvent.dead_lettered_at.is_not(None))
+            .order_by(OutboxEvent.dead_lettered_at, OutboxEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if ids is not None:
+            batch = batch.where(OutboxEvent.id.in_(ids))
+        result = await self.session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(batch.scalar_subquery()))
+            .values(dead_lettered_at=None, attempts=0)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def notify_relays(self) -> None:
+        """NOTIFY the relays when this transaction commits (the API's orders do it outside
+        theirs instead: ``orders_service.notifier``)."""
+        await self.session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
 
     async def delete_published_before(self, cutoff: datetime, limit: int) -> int:
         """Delete up to ``limit`` events published before ``cutoff``; unpublished events are

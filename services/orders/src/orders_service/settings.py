@@ -40,6 +40,13 @@ class Settings(ApiSettings, BusSettings):
         "the signing keys change; 0 turns it off",
     )
 
+    fast_get: bool = Field(
+        default=True,
+        description="answer a cached `GET /orders/{id}/` with a remembered token without the "
+        "framework (the same bytes and headers, one Redis round trip); false sends every "
+        "request through the routes",
+    )
+
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="lifetime of an order's Redis cache entry"
     )
@@ -66,6 +73,13 @@ class Settings(ApiSettings, BusSettings):
         le=10_000,
         description="relay: outbox events claimed (FOR UPDATE SKIP LOCKED) and published "
         "per transaction",
+    )
+    relay_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="relay: an outbox event that fails this many times on its own content (a "
+        "broker nack, a payload that is not a valid envelope) is dead-lettered "
+        "(`orders-service dlq`); failures caused by a broker outage are not counted",
     )
     order_processed_batch_size: int = Field(
         default=64,
