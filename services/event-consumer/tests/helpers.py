@@ -15,8 +15,17 @@ from prometheus_client import REGISTRY
 
 from event_consumer.consumer import SUBSCRIBER
 from event_consumer.settings import Settings
+from order_common.tasks import PROCESS_ORDER_TASK, PROCESS_ORDERS_TASK
 
-__all__ = ["celery_tasks", "consumers", "eventually", "handled", "new_order_event", "paused"]
+__all__ = [
+    "celery_tasks",
+    "consumers",
+    "eventually",
+    "handled",
+    "new_order_event",
+    "paused",
+    "sent_orders",
+]
 
 
 async def eventually(check: Check, timeout: float = 15.0) -> None:
@@ -38,6 +47,21 @@ async def celery_tasks(settings: Settings) -> list[dict[str, Any]]:
         _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         tasks.append({"task": message["headers"]["task"], "kwargs": kwargs})
     return tasks
+
+
+async def sent_orders(settings: Settings) -> list[dict[str, str]]:
+    """The orders of the tasks waiting in the Celery queue, one entry per order whether it was
+    sent alone (``process_order``) or in a batch (``process_orders``): ``{"order_id": ...,
+    "event_id": ...}``."""
+    orders = []
+    for task in await celery_tasks(settings):
+        if task["task"] == PROCESS_ORDERS_TASK:
+            entries = task["kwargs"]["orders"]
+        else:
+            assert task["task"] == PROCESS_ORDER_TASK, task
+            entries = [task["kwargs"]]
+        orders += [{"order_id": e["order_id"], "event_id": e["event_id"]} for e in entries]
+    return orders
 
 
 async def consumers(amqp: AbstractRobustConnection, queue: str) -> int:

@@ -14,7 +14,7 @@ from event_consumer.settings import Settings
 from order_common.bus import dead_letter_queue_name, declare_exchange, publish_envelope
 from order_common.dlq import count_messages
 
-from .helpers import celery_tasks, consumers, eventually, new_order_event, paused
+from .helpers import celery_tasks, consumers, eventually, new_order_event, paused, sent_orders
 
 
 async def test_orders_wait_for_an_unreachable_celery_broker_and_none_is_dead_lettered(
@@ -56,7 +56,7 @@ async def test_orders_wait_for_an_unreachable_celery_broker_and_none_is_dead_let
         await proxy.open()  # Redis is reachable again
 
         async def all_sent() -> bool:
-            return len(await celery_tasks(direct)) == 3
+            return len(await sent_orders(direct)) == 3
 
         await eventually(all_sent, timeout=30)
         await eventually(lambda: not paused())
@@ -65,7 +65,7 @@ async def test_orders_wait_for_an_unreachable_celery_broker_and_none_is_dead_let
         await asyncio.wait_for(running, 30)
         await proxy.close()
 
-    tasks = await celery_tasks(direct)
-    assert sorted(t["kwargs"]["event_id"] for t in tasks) == sorted(str(e.event_id) for e in events)
+    orders = await sent_orders(direct)
+    assert sorted(o["event_id"] for o in orders) == sorted(str(e.event_id) for e in events)
     assert await count_messages(channel, dlq) == 0
     await channel.close()

@@ -17,7 +17,7 @@ from event_consumer.settings import Settings
 from order_common.cache import build_redis
 from order_common.delivery import Delivery, Handled
 
-from .helpers import celery_tasks, new_order_event
+from .helpers import new_order_event, sent_orders
 
 
 async def test_a_copy_delivered_during_a_send_slower_than_the_claim_ttl_sends_nothing(
@@ -58,8 +58,8 @@ async def test_a_copy_delivered_during_a_send_slower_than_the_claim_ttl_sends_no
             await redis.aclose()
             for celery in (celery_here, celery_there):
                 await asyncio.to_thread(celery.close)
-        tasks = await celery_tasks(slow)
-    sent = sorted(task["kwargs"]["event_id"] for task in tasks)
+        orders = await sent_orders(slow)
+    sent = sorted(order["event_id"] for order in orders)
     assert sent == sorted([str(warm_up.event_id), str(event.event_id)])  # one task each
 
 

@@ -19,7 +19,13 @@ from aio_pika.abc import AbstractQueue
 from order_testing import TcpProxy, free_port
 
 from order_common.events import parse_envelope
-from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_common.tasks import (
+    PROCESS_ORDER_TASK,
+    PROCESS_ORDERS_TASK,
+    BatchedOrder,
+    ProcessOrder,
+    ProcessOrders,
+)
 from order_worker.app import create_celery
 from order_worker.settings import Settings
 
@@ -172,4 +178,38 @@ async def test_a_worker_killed_before_its_report_got_through_is_followed_by_the_
     assert await processed_queue.get(no_ack=True, fail=False) is None
     # The work ran once: the second worker only reported the recorded outcome.
     assert not any(m == f"processing order {order_id}" for m in second.messages)
+    producer.close()
+
+
+async def test_a_batch_whose_worker_was_killed_runs_again_and_reports_each_order_once(
+    settings: Settings,
+    processed_queue: AbstractQueue,
+    start_worker: Callable[..., Awaitable[WorkerProcess]],
+) -> None:
+    orders = [BatchedOrder(order_id=uuid.uuid4(), event_id=uuid.uuid4()) for _ in range(4)]
+    producer = create_celery(settings)
+    await asyncio.to_thread(
+        producer.send_task,
+        PROCESS_ORDERS_TASK,
+        kwargs=ProcessOrders(orders=orders).model_dump(mode="json"),
+        queue=settings.celery_queue,
+    )
+
+    first = await start_worker()
+    await first.wait_for(lambda m: m == f"processing order {orders[-1].order_id}", timeout=60)
+    os.killpg(first.process.pid, signal.SIGKILL)  # the whole worker, mid-batch
+    await first.process.wait()
+    assert not any(m.startswith("Order ") for m in first.messages)
+    killed_at = time.monotonic()
+
+    second = await start_worker()
+    for order in orders:
+        await second.wait_for(lambda m, o=order: m == f"Order {o.order_id} processed", timeout=40)
+    assert time.monotonic() - killed_at <= 27 + 1 + 10 + 3
+    await asyncio.sleep(1.0)  # room for a second, wrong, publication to arrive
+
+    reports = []
+    while (message := await processed_queue.get(no_ack=True, fail=False)) is not None:
+        reports.append(parse_envelope(message.body).data.order_id)
+    assert sorted(reports) == sorted(order.order_id for order in orders)
     producer.close()

@@ -243,8 +243,19 @@ def instrument_redis(client: Any) -> None:
     RedisInstrumentor.instrument_client(client)
 
 
+_tracer: tuple[object, Tracer] | None = None
+
+
 def tracer() -> Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """Our tracer, made once per tracer provider: the SDK's ``get_tracer`` builds a new Tracer
+    (and adds a warnings filter) on every call, and spans are started per order and message."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    cached = _tracer
+    if cached is None or cached[0] is not provider:
+        cached = (provider, trace.get_tracer(TRACER_NAME, tracer_provider=provider))
+        _tracer = cached
+    return cached[1]
 
 
 @contextlib.contextmanager

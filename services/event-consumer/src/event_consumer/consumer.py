@@ -1,4 +1,5 @@
-"""`new_order` → one Celery `process_order` task per event id.
+"""`new_order` → Celery tasks: one `process_orders` task per batch of event ids (or one
+`process_order` task per event id with ``CONSUMER_TASK_BATCH_SIZE=1``).
 
 De-duplication is a Redis key per event id: claimed (SET NX, short TTL) before the task is
 sent and marked sent (long TTL) after, so a redelivered or replayed event sends nothing, two
@@ -9,7 +10,8 @@ broker cannot let a claim lapse under its send and a copy send the task too. Eac
 bounded (``celery_send_timeout_seconds`` per connect and command), so a renewal ends.
 
 The events in hand (up to the prefetch) are handled as one batch: one pipelined round trip
-claims every event id, one thread hop sends the tasks, one round trip marks them sent, and the
+claims every event id, one thread hop sends the tasks (one per ``task_batch_size`` orders, so the
+worker pays a task's own cost once per batch), one round trip marks them sent, and the
 subscriber acks them at once."""
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from event_consumer.settings import Settings
 from order_common.delivery import Delivery, Handled, Outcome
 from order_common.events import NewOrder
 from order_common.outages import is_dependency_outage
-from order_common.tasks import PROCESS_ORDER_TASK, ProcessOrder
+from order_common.tasks import (
+    PROCESS_ORDER_TASK,
+    PROCESS_ORDERS_TASK,
+    BatchedOrder,
+    ProcessOrder,
+    ProcessOrders,
+)
 from order_common.telemetry import (
     SpanKind,
     current_span,
@@ -108,7 +116,7 @@ class NewOrderHandler:
         for index, delivery in enumerate(deliveries):
             order = delivery.envelope.data
             assert isinstance(order, NewOrder)
-            logger.info("new_order received order_id=%s", order.order_id, extra=_extra(delivery))
+            _log(delivery, "new_order received order_id=%s")
             first.setdefault(delivery.envelope.event_id, index)
         event_ids = list(first)
         keys = [self._key(event_id) for event_id in event_ids]
@@ -127,11 +135,7 @@ class NewOrderHandler:
         for event_id, value in current.items():
             delivery = deliveries[first[event_id]]
             if value == _SENT:
-                logger.info(
-                    "duplicate new_order skipped order_id=%s",
-                    delivery.envelope.data.order_id,
-                    extra=_extra(delivery),
-                )
+                _log(delivery, "duplicate new_order skipped order_id=%s")
                 outcome_of[event_id] = Handled.DUPLICATE
             else:
                 outcome_of[event_id] = EventInFlight(
@@ -153,11 +157,7 @@ class NewOrderHandler:
             for event_id, failure in zip(to_send, failures, strict=True):
                 delivery = deliveries[first[event_id]]
                 if failure is None:
-                    logger.info(
-                        "process_order sent order_id=%s",
-                        delivery.envelope.data.order_id,
-                        extra=_extra(delivery),
-                    )
+                    _log(delivery, "process_order sent order_id=%s")
                     outcome_of[event_id] = Handled.OK
                 else:
                     outcome_of[event_id] = failure
@@ -209,10 +209,11 @@ class NewOrderHandler:
             await self._redis.delete(*ours)
 
     async def _send(self, deliveries: Sequence[Delivery]) -> list[BaseException | None]:
-        """Send one task per delivery, all in one thread hop (send_task blocks on the broker),
-        each with its own trace's context in its headers: the worker's task span continues
-        the order's trace. (Celery's own instrumentation cannot: it only follows tasks it has
-        registered, and this process sends by name.) What each send raised, or None."""
+        """Send the deliveries' orders (a task per batch, see ``_send_all``), all in one thread
+        hop (send_task blocks on the broker), each order with its own trace's context: the
+        worker's span of the order continues the order's trace. (Celery's own instrumentation
+        cannot: it only follows tasks it has registered, and this process sends by name.)
+        What each order's send raised, or None."""
         spans: list[Span] = []
         sends: list[tuple[dict[str, Any], dict[str, str]]] = []
         for delivery in deliveries:
@@ -249,26 +250,51 @@ class NewOrderHandler:
     def _send_all(
         self, sends: Sequence[tuple[dict[str, Any], dict[str, str]]]
     ) -> list[BaseException | None]:
+        """One task per ``task_batch_size`` orders (each order with its trace's headers), or
+        one ``process_order`` per order when that size is 1. What each order's send raised."""
+        size = self._settings.task_batch_size
+        chunks = [sends[start : start + size] for start in range(0, len(sends), size)]
         failures: list[BaseException | None] = []
         outage: BaseException | None = None
-        for kwargs, headers in sends:
+        for chunk in chunks:
             if outage is not None:  # the broker is away: the rest would only wait to fail
-                failures.append(outage)
+                failures += [outage] * len(chunk)
                 continue
             try:
-                self._celery.send_task(
-                    PROCESS_ORDER_TASK,
-                    kwargs=kwargs,
-                    queue=self._settings.celery_queue,
-                    headers=headers,
-                )
+                self._send_chunk(chunk)
             except Exception as exc:
-                failures.append(exc)
+                failures += [exc] * len(chunk)
                 if is_dependency_outage(exc):
                     outage = exc
             else:
-                failures.append(None)
+                failures += [None] * len(chunk)
         return failures
+
+    def _send_chunk(self, chunk: Sequence[tuple[dict[str, Any], dict[str, str]]]) -> None:
+        if self._settings.task_batch_size == 1:
+            [(kwargs, headers)] = chunk
+            self._celery.send_task(
+                PROCESS_ORDER_TASK,
+                kwargs=kwargs,
+                queue=self._settings.celery_queue,
+                headers=headers,
+            )
+            return
+        batch = ProcessOrders(
+            orders=[BatchedOrder(**kwargs, trace=headers) for kwargs, headers in chunk]
+        )
+        self._celery.send_task(
+            PROCESS_ORDERS_TASK,
+            kwargs=batch.model_dump(mode="json"),
+            queue=self._settings.celery_queue,
+        )
+
+
+def _log(delivery: Delivery, message: str) -> None:
+    """An INFO line about the delivery's order, in the order's trace: a batch is handled in
+    the context of its first delivery."""
+    with use_span(delivery.span or current_span(), end_on_exit=False):
+        logger.info(message, delivery.envelope.data.order_id, extra=_extra(delivery))
 
 
 def _extra(delivery: Delivery) -> dict[str, str]:

@@ -15,6 +15,13 @@ class Settings(ServiceSettings, RedisSettings, BusSettings, CelerySettings, Metr
     redis_key_prefix: str = "consumer"
 
     prefetch: int = Field(default=16, ge=1, description="unacked events in flight at once")
+    task_batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="orders per Celery task (`process_orders`); 1 sends one `process_order` "
+        "task per order",
+    )
     dedup_ttl_seconds: int = Field(
         default=86_400,
         ge=1,

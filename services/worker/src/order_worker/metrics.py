@@ -20,7 +20,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from order_common.metrics import multiprocess_registry
-from order_common.tasks import PROCESS_ORDER_TASK
+from order_common.tasks import PROCESS_ORDER_TASK, PROCESS_ORDERS_TASK
 from order_worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,12 @@ TASKS = Counter(
     "was missing), skipped (processed and reported before), "
     "retried (a transient error; the task runs again after a back-off), failed (gave up).",
     ["task", "outcome"],
+)
+ORDERS = Counter(
+    "worker_orders_total",
+    "Orders handled, by outcome: processed, reported (only its report was missing), skipped "
+    "(processed and reported before). A batch task counts each of its orders.",
+    ["outcome"],
 )
 TASK_DURATION = Histogram(
     "worker_task_duration_seconds",
@@ -95,6 +101,12 @@ def _on_postrun(
     started = _started.pop(task_id or "", None)
     if started is not None:
         TASK_DURATION.labels(name).observe(time.perf_counter() - started)
+    if state == "SUCCESS" and isinstance(retval, dict):  # a batch: how many of each
+        for outcome, count in retval.items():
+            if outcome in OUTCOMES and count:
+                ORDERS.labels(outcome).inc(count)
+    elif state == "SUCCESS" and retval in OUTCOMES:
+        ORDERS.labels(retval).inc()
     if state == "SUCCESS":
         outcome = retval if retval in OUTCOMES else "processed"
     elif state == "RETRY":
@@ -106,8 +118,11 @@ def _on_postrun(
 
 def install() -> None:
     """Count and time every task (signals fire in the child that runs it)."""
-    for outcome in OUTCOMES:
-        TASKS.labels(PROCESS_ORDER_TASK, outcome)
-    TASK_DURATION.labels(PROCESS_ORDER_TASK)
+    for task in (PROCESS_ORDER_TASK, PROCESS_ORDERS_TASK):
+        for outcome in OUTCOMES:
+            TASKS.labels(task, outcome)
+        TASK_DURATION.labels(task)
+    for outcome in ("processed", "reported", "skipped"):
+        ORDERS.labels(outcome)
     signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="order-worker-metrics")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="order-worker-metrics")
