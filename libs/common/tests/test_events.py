@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import uuid
+import weakref
 from datetime import UTC, datetime
 
 import order_testing as testing
@@ -27,6 +29,15 @@ def test_an_envelope_round_trips_through_json() -> None:
     assert received == sent
     assert isinstance(received.data, NewOrder)
     assert sent.model_dump(mode="json")["data"]["total_price"] == "400.00"
+
+
+def test_the_envelope_class_of_an_event_type_is_built_once() -> None:
+    # pydantic's cache of parametrized generics is weak: without a strong reference the class
+    # was collected between events and its schema generated again for the next one.
+    built = weakref.ref(type(envelope(EventType.NEW_ORDER, new_order())))
+    gc.collect()
+    assert built() is not None
+    assert type(envelope(EventType.NEW_ORDER, new_order())) is built()
 
 
 def test_an_envelope_refuses_a_payload_of_another_type() -> None:

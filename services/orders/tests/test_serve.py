@@ -145,6 +145,22 @@ def test_serve_runs_the_configured_workers_and_metrics_add_them_up(
     assert 'pid="' not in text
 
 
+def test_every_worker_parses_with_httptools_on_the_uvloop_event_loop(
+    served: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    _, proc = served
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2:
+        assert time.monotonic() < deadline, _children(proc.pid)
+        time.sleep(0.2)
+    for worker in _children(proc.pid):
+        libraries = Path(f"/proc/{worker}/maps").read_text()
+        if "multiprocessing.resource_tracker" in Path(f"/proc/{worker}/cmdline").read_text():
+            continue
+        assert "/uvloop/" in libraries, worker
+        assert "/httptools/" in libraries, worker
+
+
 def test_every_worker_shows_the_latency_exemplars_of_any_worker(
     served_exporting: tuple[str, subprocess.Popen[bytes]],
 ) -> None:

@@ -95,9 +95,21 @@ def parse_envelope(raw: bytes | str) -> Envelope[Any]:
     return _envelope_of(PAYLOADS[generic.event_type]).model_validate(generic.model_dump())
 
 
-def _envelope_of(payload: type[BaseModel]) -> type[Envelope[Any]]:
+def _parametrized(payload: type[BaseModel]) -> type[Envelope[Any]]:
     payload_type: Any = payload
     return Envelope[payload_type]
+
+
+# Held here for the life of the process: pydantic keeps ``Envelope[X]`` in a weak cache only, so
+# once no event of a type was alive the garbage collector took the class, and the next event
+# built it again (~0.4 ms of schema generation, seen at 6 % of the POST /orders/ samples).
+_ENVELOPES: dict[type[BaseModel], type[Envelope[Any]]] = {
+    payload: _parametrized(payload) for payload in PAYLOADS.values()
+}
+
+
+def _envelope_of(payload: type[BaseModel]) -> type[Envelope[Any]]:
+    return _ENVELOPES[payload]
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

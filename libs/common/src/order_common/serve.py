@@ -116,6 +116,11 @@ def serve(
         workers=workers,
         # The gateway's X-Forwarded-For becomes request.client (rate limits key on it), but
         # only from the trusted proxies; anyone else's header is ignored.
+        # Named, not "auto": uvicorn's fallbacks (h11, the asyncio loop) cost several times
+        # as much per request, and "auto" would switch to them silently if a build lacked
+        # these (both come with uvicorn[standard]).
+        http="httptools",
+        loop="uvloop",
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         # The factory configures JSON logging in each worker; uvicorn must not replace it.

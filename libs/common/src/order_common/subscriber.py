@@ -1,6 +1,8 @@
 """Consuming from the event bus: ``Subscriber`` runs a handler on each message of one
 subscriber's queue, with retries and back-off, a dead-letter queue for what keeps failing, and a
-graceful stop. The topology and publishing it builds on are in ``order_common.bus``."""
+graceful stop. Running the handlers on a batch and waiting out outages is
+``order_common.handling``; the topology and publishing it builds on are in
+``order_common.bus``."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aio_pika.abc import (
@@ -32,40 +33,12 @@ from order_common.bus import (
 )
 from order_common.delivery import BatchHandler, Delivery, Handled, Handler, Outcome
 from order_common.events import EventType, parse_envelope
-from order_common.metrics import (
-    BUS_EVENTS_CONSUMED,
-    BUS_HANDLING_DURATION,
-    BUS_OUTAGE_RETRIES,
-    BUS_PAUSED,
-    BUS_RESULTS,
-)
+from order_common.handling import OUTAGE_RETRY, Abandoned, HandlerRunner, Pending
+from order_common.metrics import BUS_EVENTS_CONSUMED, BUS_HANDLING_DURATION, BUS_PAUSED, BUS_RESULTS
 from order_common.outages import is_dependency_outage
-from order_common.redelivery import Redelivery, attempts_so_far, error_text
+from order_common.redelivery import Redelivery, attempts_so_far
 
 logger = logging.getLogger(__name__)
-
-# Waiting for an unreachable dependency: quick at first, then every 10 s at most, for ever.
-OUTAGE_RETRY = RetryPolicy(max_attempts=1, base_delay=0.5, max_delay=10.0)
-
-
-@dataclass
-class _Pending:
-    message: AbstractIncomingMessage
-    headers: dict[str, Any]
-    delivery: Delivery
-    span: Span
-
-
-class _Abandoned(Exception):
-    """stop() came during an outage: the batch is left unsettled, to be redelivered."""
-
-
-def _is_outage(outcome: Outcome, is_outage: Callable[[BaseException], bool]) -> bool:
-    return (
-        isinstance(outcome, Exception)
-        and not isinstance(outcome, RejectMessage)
-        and is_outage(outcome)
-    )
 
 
 class Subscriber:
@@ -132,11 +105,7 @@ class Subscriber:
         self.topology = topology
         self.subscriber = subscriber
         self.event_type = EventType(event_type)
-        self._handler = handler
-        self._batch_handler = batch_handler
         self.retry = retry or RetryPolicy()
-        self._outage_retry = outage_retry or OUTAGE_RETRY
-        self._is_outage = is_outage
         self._prefetch = prefetch
         self._batch_size = max(1, min(batch_size or prefetch, prefetch))
         self._delivery_limit = delivery_limit
@@ -149,6 +118,16 @@ class Subscriber:
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._runner = HandlerRunner(
+            handler=handler,
+            batch_handler=batch_handler,
+            is_outage=is_outage,
+            outage_retry=outage_retry or OUTAGE_RETRY,
+            subscriber=subscriber,
+            event_type=self.event_type.value,
+            queue_name=self.queue_name,
+            stopping=self._stopping,
+        )
 
     async def start(self) -> None:
         channel = self._connection.channel(publisher_confirms=True)
@@ -244,7 +223,7 @@ class Subscriber:
                 batch.append(message)
             try:
                 await self._settle_batch(batch)
-            except _Abandoned:
+            except Abandoned:
                 # Stopped during an outage: unsettled, these go back to the queue as it closes.
                 return
             except Exception:
@@ -285,7 +264,7 @@ class Subscriber:
         start = time.perf_counter()
         spans: list[Span] = []
         results: list[tuple[Span, str]] = []
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         try:
             for message in batch:
                 headers = dict(message.headers or {})
@@ -308,10 +287,10 @@ class Subscriber:
                 delivery = Delivery(
                     envelope, attempt, headers, redelivered=bool(message.redelivered), span=span
                 )
-                pending.append(_Pending(message, headers, delivery, span))
+                pending.append(Pending(message, headers, delivery, span))
 
             if pending:
-                outcomes = await self._handle_through_outages(pending)
+                outcomes = await self._runner.handle_through_outages(pending)
                 for item, outcome in zip(pending, outcomes, strict=True):
                     with use_span(item.span, end_on_exit=False):
                         result = await self._conclude(item, outcome)
@@ -340,94 +319,7 @@ class Subscriber:
         for message in last.values():
             await message.ack(multiple=len(batch) > 1)
 
-    async def _run_handlers(self, items: Sequence[_Pending]) -> list[Outcome]:
-        """The outcome of each item: what its handler returned, or the exception it raised."""
-        if self._batch_handler is not None:
-            try:
-                return await self._run_batch_handler(items)
-            except Exception as exc:
-                if len(items) == 1 or _is_outage(exc, self._is_outage):
-                    return [exc] * len(items)  # an outage is no delivery's fault: all wait
-                # One delivery may be what fails the batch: run each alone, so only the one
-                # that fails on its own spends an attempt (or is rejected).
-                logger.warning(
-                    "a batch of %d messages of %s failed; handling each alone: %s",
-                    len(items),
-                    self.queue_name,
-                    error_text(exc),
-                    extra={"queue": self.queue_name},
-                )
-                outcomes: list[Outcome] = []
-                for item in items:
-                    try:
-                        outcomes.extend(await self._run_batch_handler([item]))
-                    except Exception as alone:
-                        outcomes.append(alone)
-                return outcomes
-
-        async def run_one(item: _Pending) -> Outcome:
-            assert self._handler is not None
-            with use_span(item.span, end_on_exit=False):
-                try:
-                    return await self._handler(item.delivery)
-                except Exception as exc:
-                    return exc
-
-        return list(await asyncio.gather(*(run_one(item) for item in items)))
-
-    async def _run_batch_handler(self, items: Sequence[_Pending]) -> list[Outcome]:
-        assert self._batch_handler is not None
-        with use_span(items[0].span, end_on_exit=False):
-            outcomes = list(await self._batch_handler([i.delivery for i in items]))
-        if len(outcomes) != len(items):
-            raise RuntimeError("a batch handler must return one outcome per delivery")
-        return outcomes
-
-    async def _handle_through_outages(self, items: list[_Pending]) -> list[Outcome]:
-        """Run the handlers; those that failed because a dependency is unreachable run again
-        after a back-off, as often as it takes, without spending an attempt. Meanwhile this
-        subscriber takes nothing new: its consumption is paused until the dependency is back
-        (or ``stop()``, which leaves the messages to the queue)."""
-        outcomes: list[Outcome] = [None] * len(items)
-        todo = list(range(len(items)))
-        failures = 0
-        while True:
-            for index, outcome in zip(
-                todo, await self._run_handlers([items[i] for i in todo]), strict=True
-            ):
-                outcomes[index] = outcome
-            todo = [i for i in todo if _is_outage(outcomes[i], self._is_outage)]
-            if not todo:
-                if failures:
-                    logger.info(
-                        "the dependency is back; consuming %s again",
-                        self.queue_name,
-                        extra={"queue": self.queue_name, "outage_retries": failures},
-                    )
-                    BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(0)
-                return outcomes
-            failures += 1
-            delay = self._outage_retry.delay(failures)
-            error = outcomes[todo[0]]
-            assert isinstance(error, BaseException)
-            logger.warning(
-                "a dependency is unreachable; %s paused, %d messages held, retrying in %.1f s "
-                "(attempts not counted): %s",
-                self.queue_name,
-                len(todo),
-                delay,
-                error_text(error),
-                extra={"queue": self.queue_name, "outage_retries": failures},
-            )
-            BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(1)
-            BUS_OUTAGE_RETRIES.labels(self.subscriber, self.event_type.value).inc(len(todo))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self._stopping.is_set():
-                BUS_PAUSED.labels(self.subscriber, self.event_type.value).set(0)
-                raise _Abandoned
-
-    async def _conclude(self, item: _Pending, outcome: Outcome) -> str:
+    async def _conclude(self, item: Pending, outcome: Outcome) -> str:
         """Settle one message by its outcome (republishing it if it failed); its result."""
         if not isinstance(outcome, BaseException):
             return Handled(outcome or Handled.OK).value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -20,11 +21,13 @@ from sqlalchemy import (
     update,
     values,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from order_common.events import Envelope
+from order_common.orders import OrderRead, OrderStatus
 from order_common.telemetry import inject_headers
+from orders_service import statements
 from orders_service.models import IdempotencyKey, Order, OutboxEvent
 
 # Relays LISTEN here. The API NOTIFYs it after a commit that wrote outbox rows, outside the
@@ -36,8 +39,57 @@ class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def add(self, order: Order) -> None:
-        self.session.add(order)
+    async def insert_announced(
+        self, order: Mapping[str, Any], event: Mapping[str, Any], claim: Mapping[str, Any] | None
+    ) -> bool:
+        """INSERT the order (its columns by name) and its outbox row (``OutboxRepository.row``)
+        in one statement, after claiming the idempotency key when ``claim`` is given (``key``,
+        ``request_hash``, ``status_code``, ``expires_at``; the row gets the order's id, owner and
+        ``created_at``). False, and nothing written, when the key is already taken. One round
+        trip for what the ORM sent as two or three; the caller commits."""
+        params = {**order, **event}
+        if claim is None:
+            await self.session.execute(statements.INSERT_ANNOUNCED, params)
+            return True
+        result = await self.session.execute(
+            statements.INSERT_ANNOUNCED_CLAIMED, {**params, **claim}
+        )
+        return result.first() is not None
+
+    async def lock_owned(self, order_id: uuid.UUID, user_id: int) -> tuple[OrderRead, int] | None:
+        """The order if ``user_id`` owns it (as ``get_owned``), locked ``FOR UPDATE``: the order
+        the API answers and its row version; nothing enters the session."""
+        result = await self.session.execute(
+            statements.LOCK_OWNED, {"id": order_id, "user_id": user_id}
+        )
+        row = result.first()
+        return None if row is None else (OrderRead.model_validate(row), row.version)
+
+    async def update_status_announced(
+        self,
+        order_id: uuid.UUID,
+        *,
+        version: int,
+        status: OrderStatus,
+        updated_at: datetime,
+        event: Mapping[str, Any],
+    ) -> int:
+        """Set the status of the order at row ``version`` (locked by ``lock_owned``) and write
+        its outbox row (``OutboxRepository.row``), in one statement; the version is bumped as
+        the ORM would. Returns the new version."""
+        result = await self.session.execute(
+            statements.UPDATE_STATUS_ANNOUNCED,
+            {
+                "order_id": order_id,
+                "read_version": version,
+                "new_status": status,
+                "new_updated_at": updated_at,
+                **event,
+            },
+        )
+        if result.first() is None:  # as the ORM's version check: never, under the row lock
+            raise StaleDataError(f"order {order_id} is no longer at version {version}")
+        return version + 1
 
     async def lock_many(self, order_ids: Sequence[uuid.UUID]) -> Sequence[Order]:
         """The orders of ``order_ids`` that exist, locked ``FOR UPDATE`` in id order: two
@@ -67,13 +119,9 @@ class OrderRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def get_owned(
-        self, order_id: uuid.UUID, user_id: int, *, for_update: bool = False
-    ) -> Order | None:
+    async def get_owned(self, order_id: uuid.UUID, user_id: int) -> Order | None:
         """The order if ``user_id`` owns it: someone else's order is as absent as a missing one."""
         stmt = select(Order).where(Order.id == order_id, Order.user_id == user_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         result: Order | None = await self.session.scalar(stmt)
         return result
 
@@ -127,42 +175,6 @@ class IdempotencyKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def claim(
-        self,
-        *,
-        user_id: int,
-        key: str,
-        request_hash: str,
-        order_id: uuid.UUID,
-        status_code: int,
-        now: datetime,
-        expires_at: datetime,
-    ) -> bool:
-        """Take ``key`` for a new order; False when it is already taken by a live row. A racing
-        transaction holding the same key makes this wait until it commits (then False) or rolls
-        back (then True). An expired row is taken over."""
-        stmt = insert(IdempotencyKey).values(
-            user_id=user_id,
-            key=key,
-            request_hash=request_hash,
-            order_id=order_id,
-            status_code=status_code,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
-            set_={
-                "request_hash": stmt.excluded.request_hash,
-                "order_id": stmt.excluded.order_id,
-                "status_code": stmt.excluded.status_code,
-                "created_at": stmt.excluded.created_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=IdempotencyKey.expires_at <= now,
-        ).returning(IdempotencyKey.order_id)
-        return (await self.session.execute(upsert)).first() is not None
-
     async def get(self, user_id: int, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (user_id, key))
 
@@ -201,6 +213,18 @@ class OutboxRepository:
         self.session.add(row)
         self.added += 1
         return row
+
+    def row(self, event: Envelope[Any], *, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """``add`` as the parameters of a statement that writes the row itself
+        (``OrderRepository.insert_announced``); counted as added to this unit of work."""
+        self.added += 1
+        return {
+            "event_id": event.event_id,
+            "event_type": event.event_type.value,
+            "payload": event.model_dump_json(),
+            "headers": json.dumps(inject_headers() if headers is None else headers),
+            "event_created_at": event.occurred_at,
+        }
 
     async def backlog(self) -> tuple[int, datetime | None]:
         """How many events wait to be published, and when the oldest was written (the partial

@@ -146,14 +146,20 @@ async def create_order(
     uow: UoW,
     cache: Cache,
     idempotency: IdempotencyDep,
-    response: Response,
-) -> OrderRead:
+) -> Response:
     created = await service.create_order(
         uow, cache, user_id=user.user_id, data=body, idempotency=idempotency
     )
-    if created.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return created.order
+    # The body the cache stored is the response (order_json): not validated or serialised again.
+    return Response(
+        created.body,
+        status_code=status.HTTP_201_CREATED,
+        headers=_REPLAYED if created.replayed else None,
+        media_type="application/json",
+    )
+
+
+_REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 @router.get(
@@ -273,7 +279,8 @@ async def change_order_status(
     user: CurrentUser,
     uow: UoW,
     cache: Cache,
-) -> OrderRead:
-    return await service.change_status(
+) -> Response:
+    changed = await service.change_status(
         uow, cache, user_id=user.user_id, order_id=order_id, status=body.status
     )
+    return Response(changed, media_type="application/json")

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from pydantic import TypeAdapter
 
 from order_common.db import retry_on_disconnect
 from order_common.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -23,7 +25,7 @@ from order_common.orders import (
     OrderStatus,
     transition,
 )
-from orders_service.cache import CachedOrder, OrderCache
+from orders_service.cache import CachedOrder, OrderCache, order_json
 from orders_service.metrics import (
     IDEMPOTENT_REPLAYS,
     ORDERS_CREATED,
@@ -37,6 +39,7 @@ from orders_service.uow import OrdersUnitOfWork
 
 class Created(NamedTuple):
     order: OrderRead
+    body: bytes  # the order as the API answers it (order_json)
     replayed: bool  # True: the Idempotency-Key was seen; this is the order it created
 
 
@@ -49,6 +52,7 @@ class Idempotency:
 
 
 _CREATED = 201
+_ITEMS = TypeAdapter(list[OrderItem])
 
 
 class Processed(NamedTuple):
@@ -86,51 +90,70 @@ async def create_order(
 ) -> Created:
     """Create the order and its ``new_order`` event in one transaction. With an idempotency
     key the key is claimed first in that same transaction: a retry, or a request racing this
-    one, gets the order the key created (``replayed``) and creates none."""
+    one, gets the order the key created (``replayed``) and creates none.
+
+    The order, its event and the claim are one statement (``insert_announced``): BEGIN, it,
+    COMMIT. The answer is built from what was written (nothing is read back): the row holds
+    exactly these values, and a new row's version is 1."""
     now = _now()
-    order = Order(
+    # Every part is validated already (the body) or made here: no second validation.
+    order = OrderRead.model_construct(
         id=uuid.uuid4(),
         user_id=user_id,
-        items=[item.model_dump(mode="json") for item in data.items],
+        items=data.items,
         total_price=data.total_price,
         status=OrderStatus.PENDING,
         created_at=now,
         updated_at=now,
+        processed_at=None,
     )
+    claim: dict[str, Any] | None = None
+    if idempotency is not None:
+        claim = {
+            "key": idempotency.key,
+            "request_hash": request_hash(data),
+            "status_code": _CREATED,
+            "expires_at": now + idempotency.ttl,
+        }
     async with uow:
-        if idempotency is not None:
-            fingerprint = request_hash(data)
-            claimed = await uow.idempotency_keys.claim(
-                user_id=user_id,
-                key=idempotency.key,
-                request_hash=fingerprint,
-                order_id=order.id,
-                status_code=_CREATED,
-                now=now,
-                expires_at=now + idempotency.ttl,
+        created = await uow.orders.insert_announced(
+            _order_row(order), uow.outbox.row(_new_order_event(order)), claim
+        )
+        if not created and claim is not None:  # the key is taken: by a retry, or a race
+            return await _replay(
+                uow, user_id=user_id, key=claim["key"], fingerprint=claim["request_hash"]
             )
-            if not claimed:
-                return await _replay(
-                    uow, user_id=user_id, key=idempotency.key, fingerprint=fingerprint
-                )
-        uow.orders.add(order)
-        await uow.outbox.add(_new_order_event(order))
         await uow.commit()
-    created = _read(order)
     ORDERS_CREATED.inc()
-    await cache.put(created, order.version)
-    return Created(created, replayed=False)
+    body = await cache.put(order, _NEW_ROW_VERSION)
+    return Created(order, body, replayed=False)
 
 
-def _new_order_event(order: Order) -> Envelope[NewOrder]:
+_NEW_ROW_VERSION = 1
+
+
+def _order_row(order: OrderRead) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "user_id": order.user_id,
+        "items": _ITEMS.dump_json(order.items).decode(),
+        "total_price": order.total_price,
+        "status": order.status,
+        "version": _NEW_ROW_VERSION,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }
+
+
+def _new_order_event(order: OrderRead) -> Envelope[NewOrder]:
     return envelope(
         EventType.NEW_ORDER,
         NewOrder(
             order_id=order.id,
             user_id=order.user_id,
-            items=[OrderItem.model_validate(item) for item in order.items],
+            items=order.items,
             total_price=order.total_price,
-            status=OrderStatus(order.status),
+            status=order.status,
             created_at=order.created_at,
         ),
     )
@@ -147,7 +170,7 @@ async def reannounce(uow: OrdersUnitOfWork, *, older_than: timedelta, limit: int
         if not orders:
             return 0
         for order in orders:
-            await uow.outbox.add(_new_order_event(order), headers={})
+            await uow.outbox.add(_new_order_event(_read(order)), headers={})
         await uow.orders.clear_announced([order.id for order in orders])
         await uow.commit()
     ORDERS_REANNOUNCED.inc(len(orders))
@@ -169,7 +192,8 @@ async def _replay(uow: OrdersUnitOfWork, *, user_id: int, key: str, fingerprint:
     if order is None:
         raise _not_found()
     IDEMPOTENT_REPLAYS.inc()
-    return Created(_read(order), replayed=True)
+    replayed = _read(order)
+    return Created(replayed, order_json(replayed), replayed=True)
 
 
 async def purge_expired_idempotency_keys(
@@ -219,14 +243,18 @@ async def change_status(
     user_id: int,
     order_id: uuid.UUID,
     status: OrderStatus,
-) -> OrderRead:
+) -> bytes:
     """Move the order through the state machine. Setting the current status again changes
-    nothing; a move the machine forbids is a 409 naming the moves it allows."""
+    nothing; a move the machine forbids is a 409 naming the moves it allows. Returns the
+    order's body (``order_json``).
+
+    BEGIN, the locking read, one statement for the UPDATE and its outbox row, COMMIT."""
     async with uow:
         # The row lock serialises concurrent changes of one order: each sees the last status.
-        order = await uow.orders.get_owned(order_id, user_id, for_update=True)
-        if order is None:
+        locked = await uow.orders.lock_owned(order_id, user_id)
+        if locked is None:
             raise _not_found()
+        order, version = locked
         current = order.status
         try:
             changed = transition(current, status)
@@ -234,25 +262,27 @@ async def change_status(
             raise Conflict(str(exc)) from exc
         if changed:
             now = _now()
-            order.status = status
-            order.updated_at = now
-            await uow.outbox.add(
-                envelope(
-                    EventType.ORDER_STATUS_CHANGED,
-                    OrderStatusChanged(
-                        order_id=order.id,
-                        user_id=order.user_id,
-                        from_status=current,
-                        to_status=status,
-                        changed_at=now,
-                    ),
-                )
+            event = envelope(
+                EventType.ORDER_STATUS_CHANGED,
+                OrderStatusChanged(
+                    order_id=order.id,
+                    user_id=order.user_id,
+                    from_status=current,
+                    to_status=status,
+                    changed_at=now,
+                ),
+            )
+            version = await uow.orders.update_status_announced(
+                order.id,
+                version=version,
+                status=status,
+                updated_at=now,
+                event=uow.outbox.row(event),
             )
             await uow.commit()
+            order = order.model_copy(update={"status": status, "updated_at": now})
             STATUS_CHANGES.labels(from_status=current.value, to_status=status.value).inc()
-        result, version = _read(order), order.version
-    await cache.put(result, version)
-    return result
+    return await cache.put(order, version)
 
 
 @retry_on_disconnect
