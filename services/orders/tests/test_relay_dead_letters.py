@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from order_common.bus import declare_exchange
 from order_common.db import build_session_factory
+from order_common.events import EventType, OrderProcessed, envelope
 from orders_service import outbox_dlq
 from orders_service.cli import main as cli_main
 from orders_service.outbox_publisher import BatchResult, OutboxPublisher
@@ -201,3 +202,50 @@ async def test_a_poison_row_does_not_slow_the_relay_for_the_other_events(
     poisoned = await row(relay_db, poison)
     assert poisoned["published_at"] is None
     assert poisoned["attempts"] >= 12  # in batches alone and with each event, failed each time
+
+
+async def test_a_row_the_broker_nacks_while_it_takes_the_others_is_dead_lettered(
+    relay_settings: MakeSettings, relay_db: AsyncEngine, amqp: AbstractRobustConnection
+) -> None:
+    """One event type goes to a queue that rejects every publish (the broker nacks it), the
+    others are confirmed: the nack counts against its row only in a batch where others were
+    confirmed (alone, it looks like the broker refusing everything: an outage)."""
+    settings = relay_settings()
+    session_factory = build_session_factory(relay_db)
+    refused = envelope(
+        EventType.ORDER_PROCESSED,
+        OrderProcessed(order_id=uuid.uuid4(), processed_at=datetime.now(UTC)),
+    )
+    async with OrdersUnitOfWork(session_factory) as uow:
+        await uow.outbox.add(refused)
+        await uow.commit()
+    await add_events(relay_db, 2)
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    full = await channel.declare_queue(
+        f"{settings.bus_queue_prefix}.full",
+        auto_delete=True,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    await full.bind(exchange, routing_key=EventType.ORDER_PROCESSED.value)
+    publisher = OutboxPublisher(session_factory, exchange, batch_size=10, max_attempts=2)
+    try:
+        assert await publisher.publish_batch() == BatchResult(claimed=3, published=2, failed=1)
+        first = await row(relay_db, str(refused.event_id))
+        assert first["attempts"] == 1
+        assert first["last_error"].startswith("DeliveryError: Message delivery failed: Basic.Nack")
+        # Alone: nothing confirmed beside it, so no attempt spent.
+        assert await publisher.publish_batch() == BatchResult(
+            claimed=1, published=0, failed=1, outage=1
+        )
+        assert (await row(relay_db, str(refused.event_id)))["attempts"] == 1
+        await add_events(relay_db, 1)
+        assert await publisher.publish_batch() == BatchResult(
+            claimed=2, published=1, failed=1, dead_lettered=1
+        )
+        dead = await row(relay_db, str(refused.event_id))
+        assert (dead["attempts"], dead["published_at"]) == (2, None)
+        assert dead["dead_lettered_at"] is not None
+    finally:
+        await full.delete(if_unused=False, if_empty=False)
+        await channel.close()

@@ -9,10 +9,11 @@ confirm and the commit publishes an event again, which is why every consumer de-
 by event id (delivery is at least once, never at most once).
 
 Failures. An event the broker did not confirm stays in the outbox and goes with the next
-batch; the confirmed ones of its batch are marked all the same. A failure of the row's own
-(a broker nack, a payload that is not a valid envelope, headers that cannot be encoded)
-counts an attempt in the row and keeps its error (``last_error``); one that an outage caused
-(the link dropped, no confirm in time: ``OUTAGE_ERRORS``) costs nothing. After
+batch; the confirmed ones of its batch are marked all the same. A failure of the row's own (a
+payload that is not a valid envelope, headers that cannot be encoded, a broker nack while
+the broker confirmed others of the batch) counts an attempt in the row and keeps its error
+(``last_error``); one that an outage caused (the link dropped, no confirm in time, every
+publish of the batch nacked: ``OUTAGE_ERRORS``) costs nothing. After
 ``relay_max_attempts`` failures of its own the row is dead-lettered (``dead_lettered_at``),
 logged with its reason and left out of every later batch, so a poison row cannot hold the
 others back; ``orders-service dlq show`` lists such rows (``make dlq``) and ``orders-service
@@ -57,14 +58,17 @@ class BatchResult:
     claimed: int = 0
     published: int = 0
     failed: int = 0  # not published, for whatever reason (dead-lettered included)
-    outage: int = 0  # of those, cut off by an outage (no attempt counted)
+    outage: int = 0  # of those, failed by an outage, not on their own (no attempt counted)
     dead_lettered: int = 0  # failed on its own content for the last allowed time: set aside
 
 
 # A publish that failed with one of these was cut off by the broker (or the link to it) being
-# away or slow, not by anything in the row: it costs the row no attempt. Anything else -- a
-# broker nack (DeliveryError), a payload that is not a valid envelope, headers that cannot be
-# encoded -- is the row's own failure and counts towards ``relay_max_attempts``.
+# away or slow, not by anything in the row: it costs the row no attempt. A broker nack
+# (DeliveryError) is the row's own failure only when the broker confirmed other events of the
+# same batch: RabbitMQ nacks every publish to a queue it cannot take messages for (a quorum
+# queue without its quorum, an overflow policy), which is an outage too. Anything else -- a
+# payload that is not a valid envelope, headers that cannot be encoded -- is always the row's
+# own failure. Only the row's own failures count towards ``relay_max_attempts``.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionError included
     TimeoutError,
@@ -74,8 +78,11 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, OUTAGE_ERRORS) and not isinstance(exc, DeliveryError)
+def is_own_failure(exc: BaseException, *, others_confirmed: bool) -> bool:
+    """Whether a failed publish counts against its row (see ``OUTAGE_ERRORS``)."""
+    if isinstance(exc, DeliveryError):
+        return others_confirmed
+    return not isinstance(exc, OUTAGE_ERRORS)
 
 
 def describe(exc: BaseException) -> str:
@@ -129,7 +136,11 @@ class OutboxPublisher:
                     if row.event_type == EventType.NEW_ORDER.value
                 ]
                 await uow.orders.mark_announced(announced, now)
-            own_failures = {row.id: describe(exc) for row, exc in failures if not is_outage(exc)}
+            own_failures = {
+                row.id: describe(exc)
+                for row, exc in failures
+                if is_own_failure(exc, others_confirmed=bool(published))
+            }
             dead = await uow.outbox.count_failed_attempts(
                 own_failures, max_attempts=self.max_attempts, now=now
             )

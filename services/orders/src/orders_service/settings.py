@@ -78,8 +78,8 @@ class Settings(ApiSettings, BusSettings):
         default=10,
         ge=1,
         description="relay: an outbox event that fails this many times on its own content (a "
-        "broker nack, a payload that is not a valid envelope) is dead-lettered "
-        "(`orders-service dlq`); failures caused by a broker outage are not counted",
+        "payload that is not a valid envelope, a nack while others were confirmed) is "
+        "dead-lettered (`orders-service dlq`); failures a broker outage caused are not counted",
     )
     order_processed_batch_size: int = Field(
         default=64,

@@ -1,6 +1,6 @@
-"""Outbox dead letters: a row that fails to publish on its own content (the broker nacks it,
-or it cannot be made into a message) ``relay_max_attempts`` times is set aside
-(``dead_lettered_at``) with its last error, instead of being retried for ever; the backlog
+"""Outbox dead letters: a row that fails to publish on its own content (it cannot be made into a
+message, or the broker nacks it while it takes the others) ``relay_max_attempts`` times is set
+aside (``dead_lettered_at``) with its last error, instead of being retried for ever; the backlog
 index leaves such rows out, and a small index finds them for ``orders-service dlq``.
 
 Revision ID: 0005
