@@ -5,7 +5,11 @@ its reports fail."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import secrets
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -160,3 +164,75 @@ async def test_the_batch_task_retries_its_reports_through_a_broker_outage(
     assert result == {"processed": 0, "reported": 5, "skipped": 0}  # the last run only reported
     reports = await _reports(processed_queue)
     assert sorted(r.data.order_id for r in reports) == sorted(o.order_id for o in orders)
+
+
+_TRACED_BATCH = """
+import json, sys
+from redis import Redis
+from order_common.logging import configure_logging
+from order_common.tasks import ProcessOrders
+from order_common.telemetry import setup_telemetry
+from order_worker.batches import process_orders
+from order_worker.publisher import BusPublisher
+from order_worker.settings import Settings
+
+settings = Settings()
+configure_logging("worker", "INFO")
+setup_telemetry("worker")  # no exporter: spans are not recorded, yet keep their trace's ids
+redis = Redis.from_url(settings.redis_url.get_secret_value())
+publisher = BusPublisher(settings.amqp_url.get_secret_value(), settings.bus_topology())
+batch = ProcessOrders.model_validate_json(sys.stdin.read())
+print(json.dumps(process_orders(batch, redis=redis, publish_many=publisher.publish_many,
+      key_prefix=settings.redis_key_prefix, delay_seconds=0, marker_ttl_seconds=60)))
+publisher.close()
+"""
+
+
+async def test_each_order_of_a_batch_is_logged_and_reported_in_its_own_trace(
+    settings: Settings, processed_queue: AbstractQueue
+) -> None:
+    traces = {uuid.uuid4(): secrets.token_hex(16) for _ in range(3)}
+    batch = ProcessOrders(
+        orders=[
+            BatchedOrder(
+                order_id=order_id,
+                event_id=uuid.uuid4(),
+                trace={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+            )
+            for order_id, trace_id in traces.items()
+        ]
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "WORKER_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "WORKER_BUS_EXCHANGE": settings.bus_exchange,
+        "WORKER_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _TRACED_BATCH,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(batch.model_dump_json().encode()), 60)
+    lines = output.decode().splitlines()
+    assert process.returncode == 0, "\n".join(lines)
+    assert json.loads(lines[-1]) == {"processed": 3, "reported": 0, "skipped": 0}
+
+    logged = [json.loads(line) for line in lines if line.startswith('{"timestamp"')]
+    for order_id, trace_id in traces.items():
+        mine = [entry for entry in logged if entry.get("order_id") == str(order_id)]
+        assert {entry["message"] for entry in mine} == {
+            f"processing order {order_id}",
+            f"Order {order_id} processed",
+        }
+        assert {entry.get("trace_id") for entry in mine} == {trace_id}, mine
+
+    reported = {}
+    while (message := await processed_queue.get(no_ack=True, fail=False)) is not None:
+        traceparent = str((message.headers or {}).get("traceparent", ""))
+        reported[parse_envelope(message.body).data.order_id] = traceparent.split("-")[1]
+    assert reported == traces
