@@ -86,8 +86,8 @@ class OutboxEvent(Base):
     The relay claims unpublished rows oldest first with ``FOR UPDATE SKIP LOCKED`` (so several
     relays can run), publishes them and sets ``published_at`` once the broker confirmed;
     ``attempts`` counts the publishes that failed on the row's own content (a payload that is
-    not a valid envelope, a nack while others were confirmed), never those a broker outage
-    failed, and
+    not a valid envelope, headers that cannot be encoded), never those the broker answered
+    (a nack, an outage), and
     ``last_error`` says why the latest failed. After ``relay_max_attempts`` such failures the
     row is dead-lettered (``dead_lettered_at``): the relay skips it until ``orders-service dlq
     redrive`` puts it back. Published rows are deleted after the retention period; unpublished

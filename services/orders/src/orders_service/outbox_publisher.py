@@ -10,15 +10,14 @@ by event id (delivery is at least once, never at most once).
 
 Failures. An event the broker did not confirm stays in the outbox and goes with the next
 batch; the confirmed ones of its batch are marked all the same. A failure of the row's own (a
-payload that is not a valid envelope, headers that cannot be encoded, a broker nack while
-the broker confirmed others of the batch) counts an attempt in the row and keeps its error
-(``last_error``); one that an outage caused (the link dropped, no confirm in time, every
-publish of the batch nacked: ``OUTAGE_ERRORS``) costs nothing. After
+payload that is not a valid envelope, headers that cannot be encoded: ``OWN_ERRORS``) counts
+an attempt in the row and keeps its error (``last_error``); whatever the broker or the link
+answered (a nack, no confirm in time, the link dropped) is an outage and costs nothing. After
 ``relay_max_attempts`` failures of its own the row is dead-lettered (``dead_lettered_at``),
 logged with its reason and left out of every later batch, so a poison row cannot hold the
 others back; ``orders-service dlq show`` lists such rows (``make dlq``) and ``orders-service
-dlq redrive`` puts them back with their attempts reset. The relay backs off only when an
-outage left a batch with nothing published."""
+dlq redrive`` puts them back with their attempts reset. The relay backs off after a batch that
+met an outage (having marked what did go out), never for a row's own failure."""
 
 from __future__ import annotations
 
@@ -30,12 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractExchange
-from aiormq.exceptions import (
-    AMQPChannelError,
-    AMQPConnectionError,
-    ChannelInvalidStateError,
-    DeliveryError,
-)
+from aiormq.exceptions import AMQPError, DeliveryError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from order_common.bus import publish_envelope
@@ -62,27 +56,22 @@ class BatchResult:
     dead_lettered: int = 0  # failed on its own content for the last allowed time: set aside
 
 
-# A publish that failed with one of these was cut off by the broker (or the link to it) being
-# away or slow, not by anything in the row: it costs the row no attempt. A broker nack
-# (DeliveryError) is the row's own failure only when the broker confirmed other events of the
-# same batch: RabbitMQ nacks every publish to a queue it cannot take messages for (a quorum
-# queue without its quorum, an overflow policy), which is an outage too. Anything else -- a
-# payload that is not a valid envelope, headers that cannot be encoded -- is always the row's
-# own failure. Only the row's own failures count towards ``relay_max_attempts``.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ConnectionError included
-    TimeoutError,
-    AMQPConnectionError,
-    AMQPChannelError,
-    ChannelInvalidStateError,
-)
+# A row's own failure is one that the row's content causes wherever it is sent: its payload is
+# not a valid envelope, or its headers cannot be encoded. Only those count towards
+# ``relay_max_attempts``. Everything the broker or the link answers is an outage, whatever other
+# rows of the batch did: RabbitMQ nacks every publish to a queue that cannot take messages (a
+# quorum queue without its quorum, an overflow policy) while other queues take theirs, and a
+# dropped link fails the publishes in flight with whatever the client has at hand (a bare
+# Exception, a cancellation, a channel error). An unknown error is an outage too: retrying it
+# for ever costs a warning a batch, dead-lettering it could park every order for a human.
+OWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError)
 
 
-def is_own_failure(exc: BaseException, *, others_confirmed: bool) -> bool:
-    """Whether a failed publish counts against its row (see ``OUTAGE_ERRORS``)."""
-    if isinstance(exc, DeliveryError):
-        return others_confirmed
-    return not isinstance(exc, OUTAGE_ERRORS)
+def is_own_failure(exc: BaseException) -> bool:
+    """Whether a failed publish counts against its row (see ``OWN_ERRORS``)."""
+    if isinstance(exc, DeliveryError | AMQPError | OSError | TimeoutError):
+        return False
+    return isinstance(exc, OWN_ERRORS)
 
 
 def describe(exc: BaseException) -> str:
@@ -136,11 +125,7 @@ class OutboxPublisher:
                     if row.event_type == EventType.NEW_ORDER.value
                 ]
                 await uow.orders.mark_announced(announced, now)
-            own_failures = {
-                row.id: describe(exc)
-                for row, exc in failures
-                if is_own_failure(exc, others_confirmed=bool(published))
-            }
+            own_failures = {row.id: describe(exc) for row, exc in failures if is_own_failure(exc)}
             dead = await uow.outbox.count_failed_attempts(
                 own_failures, max_attempts=self.max_attempts, now=now
             )

@@ -129,8 +129,9 @@ class OutboxRelay:
                 await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue
             self.published += result.published
-            if result.outage and not result.published:
-                # Nothing went out and the broker is away or too slow: back off.
+            if result.outage:
+                # The broker (or one of its queues) is away or too slow: back off, so a queue
+                # that nacks everything is not asked again in a tight loop.
                 failures += 1
                 await wait_event(stop, BATCH_RETRY.delay(failures))
                 continue

@@ -78,7 +78,7 @@ class Settings(ApiSettings, BusSettings):
         default=10,
         ge=1,
         description="relay: an outbox event that fails this many times on its own content (a "
-        "payload that is not a valid envelope, a nack while others were confirmed) is "
+        "payload that is not a valid envelope, headers that cannot be encoded) is "
         "dead-lettered (`orders-service dlq`); failures a broker outage caused are not counted",
     )
     order_processed_batch_size: int = Field(
