@@ -303,6 +303,52 @@ async def test_a_login_that_ends_without_a_verdict_counts_for_nothing(
     assert (await login(client, email, WRONG)).status_code == 429
 
 
+async def test_an_office_logging_in_at_once_waits_a_second_at_most_and_counts_nothing(
+    make_settings: Callable[..., Settings],
+    start_app: StartApp,
+    open_client: OpenClient,
+    new_email: Callable[[], str],
+) -> None:
+    # More logins in flight from one IP than its failure ceiling: they could all be failures,
+    # so the excess waits for a second, but none counts as one and nothing is blocked.
+    app = await start_app(make_settings(login_guard_ip_failures=3))
+    registrar = await open_client(app, ip="192.0.2.201")
+    emails = [new_email() for _ in range(8)]
+    for email in emails:
+        await register(registrar, email)
+    office = await open_client(app, ip="198.51.100.140")
+
+    responses = await asyncio.gather(*(login(office, email, PASSWORD) for email in emails))
+
+    refused = [r for r in responses if r.status_code != 200]
+    assert all(r.status_code == 429 for r in refused), [r.text for r in refused]
+    assert all(r.headers["retry-after"] == "1" and "at once" in r.text for r in refused)
+    assert [(await login(office, email, PASSWORD)).status_code for email in emails] == [200] * 8
+
+
+async def test_a_count_left_in_flight_by_a_dead_process_expires_while_others_log_in(
+    settings: Settings,
+    start_app: StartApp,
+    open_client: OpenClient,
+    new_email: Callable[[], str],
+) -> None:
+    app = await start_app(settings)
+    client = await open_client(app, ip="198.51.100.141")
+    email = new_email()
+    await register(client, email)
+    key = f"{settings.redis_key_prefix}:login:pair:{account_digest(email)}:198.51.100.141:in-flight"
+    sync = redis.Redis.from_url(REDIS_URL)
+    try:
+        # Nine attempts of a process that died mid-login (the pair allows 10 in flight).
+        sync.set(key, 9, ex=2)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert (await login(client, email, PASSWORD)).status_code == 200
+        assert sync.get(key) is None
+    finally:
+        sync.close()
+
+
 async def test_accounts_are_kept_in_redis_only_as_a_digest_of_the_normalised_email(
     make_settings: Callable[..., Settings],
     start_app: StartApp,

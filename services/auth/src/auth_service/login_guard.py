@@ -10,12 +10,12 @@ Only failed logins count, in Redis, so the limits hold across API processes:
   failed for that account are refused, so a stranger guessing from elsewhere cannot lock the
   owner out.
 
-The pair counts *completed* failures: a login whose password was right, or whose outcome is
-unknown (the client went away, the database failed), never counts against it, so concurrent
-logins of one account from one IP (several tabs, an app's retries, one office) do not block it.
+Every limit counts *completed* failures: a login whose password was right, or whose outcome is
+unknown (the client went away, the database failed), never counts, so concurrent logins of one
+account or from one IP (several tabs, an app's retries, an office behind one NAT) block nothing.
 Guesses sent in parallel cannot outrun the count either: at most ``pair_in_flight`` attempts of
-a pair are checked at once (the rest wait a second, 429), and the IP and account counts take
-each attempt when it is admitted and give it back only when it succeeds or ends undecided.
+a pair are checked at once, and an attempt that would take the IP or the account past its limit
+if every attempt in flight failed waits too (429 for a second, the time they take to end).
 When Redis cannot be reached the guard lets the attempt through (the password check still
 decides) and counts ``login_guard_unavailable_total``."""
 
@@ -38,50 +38,53 @@ from order_common.metrics import RATE_LIMIT_REJECTIONS
 logger = logging.getLogger(__name__)
 
 # KEYS (every script): pair hash (fails, blocks), pair block, IP failures, account failures,
-# account's IPs, pair attempts in flight.
+# account's IPs, and the attempts in flight of the pair, the IP and the account.
 #
 # _ADMIT ARGV: ip, ip_failures, ip_window_s, account_failures, account_window_s, pair_in_flight,
-# in_flight_ttl_s. Returns {scope, retry_after_ms} when refused, {"", 0} when admitted: the
-# attempt is then in flight, and counted against the IP and the account until it ends.
+# in_flight_ttl_s. Returns {scope, retry_after_ms} when refused, {"", 0} when admitted (the
+# attempt is then in flight until one of the scripts below ends it). A limit that completed
+# failures reached refuses until its window ends; one that the attempts in flight would reach
+# if they all failed refuses for a second, the time they take to end.
 _ADMIT = """
 local block_ttl = redis.call('PTTL', KEYS[2])
 if block_ttl > 0 then return {'login-pair', block_ttl} end
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[2]) then
-  return {'login-ip', redis.call('PTTL', KEYS[3])}
-end
-if tonumber(redis.call('GET', KEYS[4]) or '0') >= tonumber(ARGV[4])
-    and redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1 then
+local ip_fails = tonumber(redis.call('GET', KEYS[3]) or '0')
+if ip_fails >= tonumber(ARGV[2]) then return {'login-ip', redis.call('PTTL', KEYS[3])} end
+local account_fails = tonumber(redis.call('GET', KEYS[4]) or '0')
+local known_ip = redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1
+if known_ip and account_fails >= tonumber(ARGV[4]) then
   return {'login-account', redis.call('PTTL', KEYS[4])}
 end
-if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[6]) then
+if tonumber(redis.call('GET', KEYS[6]) or '0') >= tonumber(ARGV[6])
+    or ip_fails + tonumber(redis.call('GET', KEYS[7]) or '0') >= tonumber(ARGV[2])
+    or (known_ip
+        and account_fails + tonumber(redis.call('GET', KEYS[8]) or '0') >= tonumber(ARGV[4])) then
   return {'login-in-flight', 1000}
 end
-redis.call('INCR', KEYS[3])
-if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
-redis.call('INCR', KEYS[4])
-if redis.call('TTL', KEYS[4]) < 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+-- The expiry is set once, when a count starts: a count left by a process that died mid-login
+-- goes away with it even while others keep logging in.
+for k = 6, 8 do
+  if redis.call('INCR', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ARGV[7]) end
+end
 redis.call('SADD', KEYS[5], ARGV[1])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
-redis.call('INCR', KEYS[6])
-redis.call('EXPIRE', KEYS[6], ARGV[7])
 return {'', 0}
 """
 
-# One attempt of the pair is no longer in flight.
+# The attempt is no longer in flight.
 _LANDED = """
-if redis.call('DECR', KEYS[6]) <= 0 then redis.call('DEL', KEYS[6]) end
+for k = 6, 8 do
+  if redis.call('DECR', KEYS[k]) <= 0 then redis.call('DEL', KEYS[k]) end
+end
 """
 
-# Give back what _ADMIT took from the IP and the account.
-_GIVE_BACK = """
-if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
-if tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
-"""
-
-# The password was wrong. ARGV: pair_failures, block_ms, block_max_ms, forget_s.
+# The password was wrong. ARGV: pair_failures, block_ms, block_max_ms, forget_s, ip_window_s,
+# account_window_s.
 _FAILED = (
     _LANDED
     + """
+if redis.call('INCR', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+if redis.call('INCR', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[6]) end
 local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
 if fails >= tonumber(ARGV[1]) then
   local blocks = redis.call('HINCRBY', KEYS[1], 'blocks', 1)
@@ -98,7 +101,6 @@ return 0
 # The password was right: forget the pair's failures. ARGV: ip.
 _SUCCEEDED = (
     _LANDED
-    + _GIVE_BACK
     + """
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[5], ARGV[1])
@@ -107,7 +109,7 @@ return 0
 )
 
 # The attempt ended undecided (cancelled, or the user could not be read): as if never made.
-_ABANDONED = _LANDED + _GIVE_BACK + "return 0\n"
+_ABANDONED = _LANDED + "return 0\n"
 
 # How long an attempt may count as in flight: a process that dies mid-login leaves it behind.
 IN_FLIGHT_TTL_SECONDS = 30
@@ -163,6 +165,8 @@ class LoginGuard:
             account_key,
             f"{account_key}:ips",
             f"{pair}:in-flight",
+            f"{self._prefix}:ip:{ip}:in-flight",
+            f"{account_key}:in-flight",
         ]
 
     async def admit(self, account: str, ip: str) -> None:
@@ -210,7 +214,17 @@ class LoginGuard:
         p = self._policy
         block_ms, block_max_ms = int(p.block_seconds * 1000), int(p.block_max_seconds * 1000)
         await self._end(
-            self._failed, account, ip, [p.pair_failures, block_ms, block_max_ms, p.forget_seconds]
+            self._failed,
+            account,
+            ip,
+            (
+                p.pair_failures,
+                block_ms,
+                block_max_ms,
+                p.forget_seconds,
+                p.ip_window_seconds,
+                p.account_window_seconds,
+            ),
         )
 
     async def succeeded(self, account: str, ip: str) -> None:
