@@ -20,7 +20,9 @@ class Settings(ServiceSettings, RedisSettings, BusSettings, CelerySettings, Metr
         ge=1,
         le=256,
         description="orders per Celery task (`process_orders`); 1 sends one `process_order` "
-        "task per order",
+        "task per order. Upgrading from a release without batches: upgrade the workers first "
+        "(or run with 1 until they are), since an older worker drops a `process_orders` task "
+        "and its orders wait for `ORDERS_REANNOUNCE_AFTER_SECONDS`",
     )
     dedup_ttl_seconds: int = Field(
         default=86_400,

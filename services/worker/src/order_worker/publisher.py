@@ -109,12 +109,19 @@ class BusPublisher:
         outcomes: list[BaseException | None] = [None] * len(reports)
         pending = list(range(len(reports)))
         with self._lock:
+            # The whole call, retries included, within one confirm timeout (a connect that
+            # starts before it may take its own 5 s): a broker that does not answer fails the
+            # batch's reports well within the task's time limit, and Celery's retry, with its
+            # back-off, takes over.
+            deadline = time.monotonic() + self._confirm_timeout
             for attempt in range(_BATCH_ATTEMPTS):
                 try:
-                    refused = self._publish_confirmed([reports[i] for i in pending])
+                    refused = self._publish_confirmed(
+                        [reports[i] for i in pending], deadline=deadline
+                    )
                 except _CONNECTION_ERRORS as exc:
                     self._drop_batch_connection()
-                    if attempt == _BATCH_ATTEMPTS - 1:
+                    if attempt == _BATCH_ATTEMPTS - 1 or time.monotonic() >= deadline:
                         for index in pending:
                             outcomes[index] = exc
                         break
@@ -126,9 +133,11 @@ class BusPublisher:
                 break
         return outcomes
 
-    def _publish_confirmed(self, reports: Sequence[tuple[Envelope[Any], Span | None]]) -> set[int]:
-        """Publish on the confirm channel, then wait for every confirm; the positions the
-        broker refused (nacked)."""
+    def _publish_confirmed(
+        self, reports: Sequence[tuple[Envelope[Any], Span | None]], *, deadline: float
+    ) -> set[int]:
+        """Publish on the confirm channel, then wait for every confirm until ``deadline``
+        (``time.monotonic()``); the positions the broker refused (nacked)."""
         producer = self._batch_producer_ready()
         first = self._sent + 1
         spans = []
@@ -154,7 +163,6 @@ class BusPublisher:
                 )
                 self._sent += 1
                 self._unconfirmed.add(self._sent)
-            deadline = time.monotonic() + self._confirm_timeout
             assert self._batch_connection is not None
             while self._unconfirmed:
                 remaining = deadline - time.monotonic()
