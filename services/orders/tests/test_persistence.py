@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -11,13 +13,14 @@ from alembic.migration import MigrationContext
 from fastapi import FastAPI
 from order_testing import eventually
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from order_common.db import asyncpg_dsn
+from order_common.db import asyncpg_dsn, build_session_factory
 from orders_service.models import Base
 from orders_service.notifier import OutboxNotifier
 from orders_service.repository import OUTBOX_CHANNEL, OutboxRepository
+from orders_service.uow import OrdersUnitOfWork
 
 from .conftest import User
 
@@ -110,3 +113,59 @@ async def test_relays_claim_different_outbox_rows_with_skip_locked(
 
         assert len(first) == len(second) == 1
         assert first[0].id != second[0].id
+
+
+async def test_marking_orders_announced_locks_them_in_id_order(db: AsyncEngine) -> None:
+    """As ``lock_many`` (applying a batch of `order_processed`) does: two transactions over
+    overlapping orders never deadlock. Rows stored in the opposite of id order would be
+    locked in that order by a plain UPDATE."""
+    low, high = sorted(uuid.uuid4() for _ in range(2))
+    async with db.begin() as conn:
+        for order_id in (high, low):  # stored high first
+            await conn.execute(
+                text(
+                    "INSERT INTO orders (id, user_id, items, total_price, status) "
+                    "VALUES (:id, 1, '[]'::jsonb, 0, 'PENDING')"
+                ),
+                {"id": order_id},
+            )
+    factory = build_session_factory(db)
+    async with db.connect() as holder:
+        await holder.begin()
+        await holder.execute(text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": high})
+
+        async def announce() -> None:
+            async with OrdersUnitOfWork(factory) as uow:
+                await uow.orders.mark_announced([high, low], datetime.now(UTC))
+                await uow.commit()
+
+        marking = asyncio.create_task(announce())
+
+        # It took the lower id first and now waits for the higher one, which the holder has.
+        async def low_is_taken() -> bool:
+            async with db.connect() as probe:
+                await probe.execute(text("SET lock_timeout = '50ms'"))
+                try:
+                    await probe.execute(
+                        text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": low}
+                    )
+                except DBAPIError:
+                    return True
+                finally:
+                    await probe.rollback()
+                return False
+
+        await eventually(low_is_taken, timeout=5)
+        assert not marking.done()
+        await holder.rollback()
+    await asyncio.wait_for(marking, timeout=5)
+    async with db.connect() as conn:
+        announced = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM orders WHERE id IN (:a, :b) AND announced_at IS NOT NULL"
+                ),
+                {"a": low, "b": high},
+            )
+        ).scalar_one()
+    assert announced == 2

@@ -138,12 +138,21 @@ class OrderRepository:
 
     async def mark_announced(self, order_ids: Sequence[uuid.UUID], at: datetime) -> None:
         """Their `new_order` was published (a Core UPDATE: no version bump, no cache refresh;
-        nothing a reader sees changed)."""
+        nothing a reader sees changed). The rows are locked in id order first, as
+        ``lock_many`` locks them: an UPDATE alone takes its locks in whatever order the plan
+        reads the rows, and the same process applying a batch of `order_processed` to some of
+        these orders at the same time would deadlock with it."""
         if not order_ids:
             return
+        locked = (
+            select(Order.id)
+            .where(Order.id.in_(order_ids), Order.processed_at.is_(None))
+            .order_by(Order.id)
+            .with_for_update()
+        )
         await self.session.execute(
             update(Order)
-            .where(Order.id.in_(order_ids), Order.processed_at.is_(None))
+            .where(Order.id.in_(locked.scalar_subquery()))
             .values(announced_at=at)
             .execution_options(synchronize_session=False)
         )
