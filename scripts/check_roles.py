@@ -37,7 +37,7 @@ EXTRA_MODULES = {
         "serve",
         "body_limit",
     },
-    "bus": {"bus", "subscriber", "delivery", "redelivery", "dlq"},
+    "bus": {"bus", "subscriber", "handling", "delivery", "redelivery", "dlq"},
 }
 # What each member imports of order_common (its extras).
 MEMBER_EXTRAS = {
