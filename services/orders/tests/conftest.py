@@ -25,6 +25,7 @@ from order_testing import (
     AMQP_URL,
     amqp_connection,
     delete_topology,
+    new_order_event,
     run_bus_settings,
     run_id,
 )
@@ -33,6 +34,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from order_common.bus import declare_exchange
+from order_common.db import build_session_factory
 from order_common.dbadmin import drop_database
 from order_common.events import EventType
 from order_common.migrations import upgrade
@@ -40,6 +43,7 @@ from orders_service import events
 from orders_service.main import create_app
 from orders_service.order_processed import SUBSCRIBER
 from orders_service.settings import Settings
+from orders_service.uow import OrdersUnitOfWork
 
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -299,3 +303,42 @@ async def running_relay(settings: Settings) -> AsyncIterator[events.EventsProces
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+@asynccontextmanager
+async def published_events(
+    amqp: aio_pika.abc.AbstractRobustConnection, settings: Settings
+) -> AsyncIterator[list[str]]:
+    """The event ids that reach the test's exchange, in arrival order, as long as it is open
+    (every message persistent, as the relay publishes them)."""
+    channel = await amqp.channel()
+    exchange = await declare_exchange(channel, settings.bus_topology())
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="#")
+    seen: list[str] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        seen.append(str(message.message_id))
+        await message.ack()
+
+    await queue.consume(on_message)
+    try:
+        yield seen
+    finally:
+        await channel.close()
+
+
+async def add_outbox_events(
+    relay_db: AsyncEngine, count: int, *, notify: bool = False
+) -> list[str]:
+    """``count`` committed `new_order` events, in one transaction (the relay sees only rows);
+    ``notify``: and wake the relays, as an order's commit does."""
+    events_ = [new_order_event(name="Pen", price="1.00") for _ in range(count)]
+    async with OrdersUnitOfWork(build_session_factory(relay_db)) as uow:
+        for event in events_:
+            await uow.outbox.add(event)
+        if notify:
+            await uow.outbox.notify_relays()
+        await uow.commit()
+    return [str(event.event_id) for event in events_]

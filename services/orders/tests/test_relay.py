@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,44 +27,10 @@ from order_common.events import EventType
 from orders_service.outbox_publisher import BatchResult, OutboxPublisher
 from orders_service.relay import OutboxRelay, purge_published
 from orders_service.settings import Settings
-from orders_service.uow import OrdersUnitOfWork
 
-from .conftest import VALID_ORDER, User, running_relay
+from .conftest import VALID_ORDER, User, add_outbox_events, published_events, running_relay
 
 MakeSettings = Callable[..., Settings]
-
-
-@contextlib.asynccontextmanager
-async def published_events(
-    amqp: AbstractRobustConnection, settings: Settings
-) -> AsyncIterator[list[str]]:
-    """The event ids that reach the test's exchange, in arrival order, as long as it is open."""
-    channel = await amqp.channel()
-    exchange = await declare_exchange(channel, settings.bus_topology())
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="#")
-    seen: list[str] = []
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-        seen.append(str(message.message_id))
-        await message.ack()
-
-    await queue.consume(on_message)
-    try:
-        yield seen
-    finally:
-        await channel.close()
-
-
-async def add_outbox_events(relay_db: AsyncEngine, count: int) -> list[str]:
-    """``count`` committed `new_order` events, in one transaction (the relay sees only rows)."""
-    events = [new_order_event(name="Pen", price="1.00") for _ in range(count)]
-    async with OrdersUnitOfWork(build_session_factory(relay_db)) as uow:
-        for event in events:
-            await uow.outbox.add(event)
-        await uow.commit()
-    return [str(event.event_id) for event in events]
 
 
 async def outbox_rows(relay_db: AsyncEngine) -> dict[str, dict[str, Any]]:

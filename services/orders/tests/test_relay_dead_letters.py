@@ -10,14 +10,13 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from order_testing import eventually, new_order_event
+from aio_pika.abc import AbstractRobustConnection
+from order_testing import eventually
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,40 +29,9 @@ from orders_service.outbox_publisher import BatchResult, OutboxPublisher
 from orders_service.settings import Settings
 from orders_service.uow import OrdersUnitOfWork
 
-from .conftest import running_relay
+from .conftest import add_outbox_events, published_events, running_relay
 
 MakeSettings = Callable[..., Settings]
-
-
-@asynccontextmanager
-async def published_ids(
-    amqp: AbstractRobustConnection, settings: Settings
-) -> AsyncIterator[list[str]]:
-    channel = await amqp.channel()
-    exchange = await declare_exchange(channel, settings.bus_topology())
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key="#")
-    seen: list[str] = []
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        seen.append(str(message.message_id))
-        await message.ack()
-
-    await queue.consume(on_message)
-    try:
-        yield seen
-    finally:
-        await channel.close()
-
-
-async def add_events(relay_db: AsyncEngine, count: int) -> list[str]:
-    events = [new_order_event(name="Pen", price="1.00") for _ in range(count)]
-    async with OrdersUnitOfWork(build_session_factory(relay_db)) as uow:
-        for event in events:
-            await uow.outbox.add(event)
-        await uow.outbox.notify_relays()
-        await uow.commit()
-    return [str(event.event_id) for event in events]
 
 
 async def add_poison_row(relay_db: AsyncEngine) -> str:
@@ -105,10 +73,10 @@ async def test_a_poison_row_is_dead_lettered_after_its_attempts_and_the_others_g
 ) -> None:
     settings = relay_settings()
     poison = await add_poison_row(relay_db)
-    good = await add_events(relay_db, 5)
+    good = await add_outbox_events(relay_db, 5, notify=True)
     session_factory = build_session_factory(relay_db)
     caplog.set_level(logging.WARNING, logger="orders_service.outbox_publisher")
-    async with published_ids(amqp, settings) as seen:
+    async with published_events(amqp, settings) as seen:
         channel = await amqp.channel()
         exchange = await declare_exchange(channel, settings.bus_topology())
         publisher = OutboxPublisher(session_factory, exchange, batch_size=10, max_attempts=3)
@@ -125,7 +93,7 @@ async def test_a_poison_row_is_dead_lettered_after_its_attempts_and_the_others_g
         )
         # Set aside: no later batch claims it, newer events go out alone.
         assert await publisher.publish_batch() == BatchResult()
-        later = await add_events(relay_db, 2)
+        later = await add_outbox_events(relay_db, 2, notify=True)
         assert await publisher.publish_batch() == BatchResult(claimed=2, published=2)
         await eventually(lambda: len(seen) == 7)
         await channel.close()
@@ -189,7 +157,7 @@ async def test_a_poison_row_does_not_slow_the_relay_for_the_other_events(
     out as soon as its NOTIFY wakes the relay: a failure of one row backs off nobody."""
     settings = relay_settings(relay_poll_interval_seconds=0.3, relay_max_attempts=1000)
     poison = await add_poison_row(relay_db)
-    async with published_ids(amqp, settings) as seen, running_relay(settings) as process:
+    async with published_events(amqp, settings) as seen, running_relay(settings) as process:
         await asyncio.wait_for(process.started.wait(), timeout=10)
         assert process.relay is not None
         await asyncio.wait_for(process.relay.listening.wait(), timeout=10)
@@ -197,7 +165,7 @@ async def test_a_poison_row_does_not_slow_the_relay_for_the_other_events(
             # Meanwhile polls find the poison row alone, and fail: a relay that backed off
             # for it would be 4 s into a pause by now (0.5 + 1 + 2 s before).
             await asyncio.sleep(4.0)
-            [event_id] = await add_events(relay_db, 1)
+            [event_id] = await add_outbox_events(relay_db, 1, notify=True)
             await eventually(lambda event_id=event_id: event_id in seen, timeout=2)
     poisoned = await row(relay_db, poison)
     assert poisoned["published_at"] is None
@@ -220,7 +188,7 @@ async def test_a_queue_that_nacks_everything_is_an_outage_not_a_poison_row(
     async with OrdersUnitOfWork(session_factory) as uow:
         await uow.outbox.add(refused)
         await uow.commit()
-    await add_events(relay_db, 2)
+    await add_outbox_events(relay_db, 2, notify=True)
     channel = await amqp.channel()
     exchange = await declare_exchange(channel, settings.bus_topology())
     full = await channel.declare_queue(
@@ -235,7 +203,7 @@ async def test_a_queue_that_nacks_everything_is_an_outage_not_a_poison_row(
             claimed=3, published=2, failed=1, outage=1
         )
         for _ in range(3):  # with other events each time, past max_attempts
-            await add_events(relay_db, 1)
+            await add_outbox_events(relay_db, 1, notify=True)
             assert await publisher.publish_batch() == BatchResult(
                 claimed=2, published=1, failed=1, outage=1
             )
