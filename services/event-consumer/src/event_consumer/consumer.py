@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from event_consumer.settings import Settings
 from order_common.delivery import Delivery, Handled, Outcome
 from order_common.events import NewOrder
+from order_common.logging import OUTAGE_WARNINGS
 from order_common.outages import is_dependency_outage
 from order_common.tasks import (
     PROCESS_ORDER_TASK,
@@ -191,7 +192,8 @@ class NewOrderHandler:
             try:
                 await self._renew(keys=list(keys), args=[claim, int(ttl * 1000)])
             except Exception as exc:  # Redis is away: the send fails or the claim expires
-                logger.warning(
+                OUTAGE_WARNINGS.warning(
+                    logger,
                     "claims of %d events not renewed during their send: %s",
                     len(keys),
                     f"{type(exc).__name__}: {exc}",
